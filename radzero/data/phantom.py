@@ -539,9 +539,13 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def _round_lesion(
     rng: np.random.Generator, anat: _Anatomy, avail: np.ndarray, name: str
 ) -> _Lesion:
-    """A nodule (radius 2.5-4% of the width) or a lobulated mass (7-11%)."""
+    """A dense nodule (radius 3.2-4.2% of the width, 2.3-3 cm) or a lobulated mass (7-11%).
+
+    Nodules sit at the large end of the clinical range so that one spans a 16-px patch at
+    224 px, the scale of the demo's backbone.
+    """
     size = anat.grid.size
-    lo, hi = (0.025, 0.04) if name == "nodule" else (0.07, 0.11)
+    lo, hi = (0.032, 0.042) if name == "nodule" else (0.07, 0.11)
     radius = rng.uniform(lo, hi) * size
     lobes = 0.0 if name == "nodule" else 0.08
     y, x, zone = _place(rng, anat, avail, radius * (1.0 + 2 * lobes), 0.92)
@@ -551,7 +555,7 @@ def _round_lesion(
     rho = np.sqrt(dx * dx + dy * dy) / outline
     inside = np.clip((1.0 - rho) * outline + 0.5, 0.0, 1.0)
     profile = 0.55 + 0.45 * np.sqrt(np.clip(1.0 - rho * rho, 0.0, 1.0))
-    add = rng.uniform(0.38, 0.55) * inside * profile
+    add = rng.uniform(*((0.5, 0.65) if name == "nodule" else (0.38, 0.55))) * inside * profile
     location = _zone_location(rng, zone)
     size_cm = 2 * radius / size * _FIELD_CM
     return _Lesion(name, location, 0, size_cm, inside > 0.5, add, None)

@@ -86,40 +86,53 @@ class RadZero(nn.Module):
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training forward: logits (B, N) from pixels or from cached backbone ``features``."""
-        if (pixels is None) == (features is None):
-            raise ValueError("pass exactly one of pixels or features")
-        tokens = self.backbone_tokens(pixels) if features is None else features
-        logits, _ = self.score(self.image_tokens(tokens), self.encode_text(sentences))
+        logits, _ = self.score(self._tokens(pixels, features), self.encode_text(sentences))
         return logits
 
     @torch.no_grad()
     def classify(
         self,
-        pixels: torch.Tensor,
+        pixels: torch.Tensor | None,
         findings: Sequence[str],
         templates: Sequence[str] | None = None,
+        *,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Zero-shot probabilities (B, F): sigmoid of the logit of "There is {finding}".
 
         With several templates the logits of one finding are averaged before the sigmoid.
+        Cached backbone ``features`` may stand in for ``pixels``.
         """
         templates = list(templates or self.config.templates)
         prompts = [t.format(f) for f in findings for t in templates]
-        logits, _ = self.score(self.encode_image(pixels), self.encode_text(prompts))
+        tokens = self._tokens(pixels, features)
+        logits, _ = self.score(tokens, self.encode_text(prompts))
         logits = logits.view(logits.shape[0], len(findings), len(templates)).mean(-1)
         return logits.sigmoid()
 
     @torch.no_grad()
-    def similarity_maps(self, pixels: torch.Tensor, phrases: Sequence[str]) -> torch.Tensor:
+    def similarity_maps(
+        self,
+        pixels: torch.Tensor | None,
+        phrases: Sequence[str],
+        *,
+        features: torch.Tensor | None = None,
+        size: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Pixel-level similarity maps (B, P, H, W) in [0, 1] for free-text phrases.
 
-        The patch scores (CLS dropped) on the patch grid, bilinearly upsampled to the input
-        size (align_corners=False), then a sigmoid.
+        The patch scores (CLS dropped) on the patch grid, bilinearly upsampled to ``size``
+        (default: the model's input size; align_corners=False), then a sigmoid.
         """
-        _, scores = self.score(
-            self.encode_image(pixels), self.encode_text(list(phrases)), return_scores=True
-        )
-        return patch_scores_to_maps(scores, self.config.align.include_cls, pixels.shape[-2:])
+        tokens = self._tokens(pixels, features)
+        _, scores = self.score(tokens, self.encode_text(list(phrases)), return_scores=True)
+        size = size or (self.preprocess.image_size,) * 2
+        return patch_scores_to_maps(scores, self.config.align.include_cls, size)
+
+    def _tokens(self, pixels: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
+        if (pixels is None) == (features is None):
+            raise ValueError("pass exactly one of pixels or features")
+        return self.image_tokens(self.backbone_tokens(pixels) if features is None else features)
 
     # -- persistence ------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

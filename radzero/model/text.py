@@ -34,8 +34,11 @@ class TextEncoder(nn.Module):
 
     Mean pooling as configured by the checkpoint, without its Normalize module (the
     authors' text embedding is not L2-normalised before the shared LayerNorm). A linear
-    projection maps to the vision width when the two differ.
+    projection maps to the vision width when the two differ. A frozen encoder keeps the
+    embeddings of up to ``CACHE_SIZE`` sentences, so repeated findings cost nothing.
     """
+
+    CACHE_SIZE = 100_000
 
     def __init__(self, config: TextConfig, out_dim: int) -> None:
         super().__init__()
@@ -50,6 +53,7 @@ class TextEncoder(nn.Module):
         width = model.get_embedding_dimension()
         self.width = width
         self.proj = nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
+        self._cache: dict[str, torch.Tensor] = {}
         if not config.trainable:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -66,17 +70,30 @@ class TextEncoder(nn.Module):
             raise ValueError("encode_text needs at least one sentence")
         unique = list(dict.fromkeys(sentences))
         index = {text: i for i, text in enumerate(unique)}
-        device = self.proj.weight.device if isinstance(self.proj, nn.Linear) else _device(self)
-        features = {
-            key: value.to(device) if torch.is_tensor(value) else value
-            for key, value in self._preprocess(unique).items()
-        }
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.trainable):
-            embedded = self.encoder(features)["sentence_embedding"]
-        embedded = self.proj(embedded)
+        embedded = self.proj(self._embed(unique))
         order = torch.tensor([index[text] for text in sentences], device=embedded.device)
         return embedded[order]
 
+    def _embed(self, unique: list[str]) -> torch.Tensor:
+        """Pooled encoder output for distinct sentences (from the cache when frozen)."""
+        if self.config.trainable:
+            return self._run(unique)
+        missing = [text for text in unique if text not in self._cache]
+        if missing:
+            if len(self._cache) + len(missing) > self.CACHE_SIZE:
+                self._cache.clear()
+            with torch.no_grad():
+                self._cache.update(zip(missing, self._run(missing), strict=True))
+        return torch.stack([self._cache[text] for text in unique])
 
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+    def _run(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.encoder.parameters()).device
+        features = {
+            key: value.to(device) if torch.is_tensor(value) else value
+            for key, value in self._preprocess(texts).items()
+        }
+        return self.encoder(features)["sentence_embedding"]
+
+    def _apply(self, fn, recurse=True):
+        self._cache.clear()  # cached tensors would stay on the old device or dtype
+        return super()._apply(fn, recurse)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -131,3 +132,53 @@ def cosine_schedule(
 
 def _device_type(model: nn.Module) -> str:
     return next(model.parameters()).device.type
+
+
+def iterate_batches(
+    features: torch.Tensor,
+    sentences: Sequence[Sequence[str]],
+    config: TrainConfig,
+    rng: random.Random,
+) -> Iterator[Batch]:
+    """Shuffled batches of cached backbone features for one epoch (last partial batch kept)."""
+    order = list(range(features.shape[0]))
+    rng.shuffle(order)
+    for start in range(0, len(order), config.batch_size):
+        index = order[start : start + config.batch_size]
+        if len(index) < 2:
+            continue  # a contrastive batch needs negatives
+        texts, owner = select_sentences([sentences[i] for i in index], config.multi_positive, rng)
+        yield Batch(sentences=texts, owner=owner, features=features[index])
+
+
+def fit(
+    model: RadZero,
+    features: torch.Tensor,
+    sentences: Sequence[Sequence[str]],
+    config: TrainConfig,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train on cached backbone features with the plain loop; returns per-epoch metrics."""
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    steps_per_epoch = max(1, math.ceil(features.shape[0] / config.batch_size))
+    optimizer = build_optimizer(model, config)
+    scheduler = cosine_schedule(optimizer, config.warmup_steps, config.epochs * steps_per_epoch)
+    history = []
+    for epoch in range(config.epochs):
+        started, losses = time.perf_counter(), []
+        for batch in iterate_batches(features, sentences, config, rng):
+            step = train_step(model, batch, optimizer, scheduler, config)
+            losses.append(step["loss"])
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch + 1,
+            "loss": sum(losses) / max(1, len(losses)),
+            "lr": step["lr"],
+            "temperature": step["temperature"],
+            "images_per_s": features.shape[0] / seconds,
+        }
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+    return history

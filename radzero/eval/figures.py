@@ -1,0 +1,95 @@
+"""Figures a person can look at: ROC curves, similarity-map overlays, training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
+
+
+@dataclass
+class Panel:
+    """One overlay: a phrase's map on an image, with the ground-truth boxes when known."""
+
+    phrase: str
+    heatmap: np.ndarray
+    boxes: Sequence[Sequence[float]] = ()
+    probability: float | None = None
+
+
+def roc_figure(
+    labels: np.ndarray, scores: np.ndarray, names: Sequence[str], path: str | Path
+) -> Path:
+    """ROC curve per class on one plot, AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for j, name in enumerate(names):
+        if labels[:, j].min() == labels[:, j].max():
+            continue
+        fpr, tpr, _ = roc_curve(labels[:, j], scores[:, j])
+        auc = float(np.trapezoid(tpr, fpr))
+        ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Zero-shot ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def overlay_figure(
+    images: Sequence[np.ndarray], panels: Sequence[Sequence[Panel]], path: str | Path
+) -> Path:
+    """A grid: each row an image, then one overlay per phrase with boxes and the map's peak."""
+    columns = 1 + max(len(row) for row in panels)
+    fig, axes = plt.subplots(
+        len(images), columns, figsize=(2.3 * columns, 2.4 * len(images)), squeeze=False
+    )
+    for r, (image, row) in enumerate(zip(images, panels, strict=True)):
+        axes[r, 0].imshow(image, cmap="gray")
+        axes[r, 0].set_title("image", fontsize=8)
+        for c, panel in enumerate(row, start=1):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray")
+            ax.imshow(panel.heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for x1, y1, x2, y2 in panel.boxes:
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1.2
+                    )
+                )
+            y, x = np.unravel_index(int(np.argmax(panel.heatmap)), panel.heatmap.shape)
+            ax.plot([x], [y], marker="x", color="white", markersize=7, markeredgewidth=2)
+            title = (
+                panel.phrase
+                if panel.probability is None
+                else (f"{panel.phrase}\np={panel.probability:.2f}")
+            )
+            ax.set_title(title, fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    return _save(fig, path)
+
+
+def history_figure(history: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Training loss and temperature per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(epochs, [h["loss"] for h in history], marker="o")
+    left.set(xlabel="epoch", ylabel="MP-NCE loss", title="training loss")
+    right.plot(epochs, [h["temperature"] for h in history], marker="o", color="tab:orange")
+    right.set(xlabel="epoch", ylabel="tau", title="temperature")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
