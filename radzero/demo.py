@@ -37,7 +37,7 @@ class DemoConfig:
     model_overrides: dict = field(default_factory=dict)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=15, batch_size=32, lr=3e-4, warmup_steps=20, mask_false_negatives=True
+            epochs=15, batch_size=32, lr=1e-3, warmup_steps=20, mask_false_negatives=True
         )
     )
     figure_examples: int = 6
@@ -179,6 +179,7 @@ def evaluate(
         "pointing_game": pointing["mean"],
         "dice": seg["mean"],
         "auc_per_class": auc["per_class"],
+        "pointing_game_pooled": pointing["pooled"],
         "pointing_game_per_class": pointing["per_class"],
         "dice_per_class": seg["per_class"],
         "dice_thresholds_from_val": seg["thresholds"],

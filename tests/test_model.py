@@ -183,3 +183,23 @@ def test_preprocessing_resolves_from_the_processor_config(tmp_path):
     assert (cfg.image_size, cfg.mean, cfg.std) == (224, (0.5,) * 3, (0.25,) * 3)
     assert resolve_preprocess(tmp_path, image_size=518).image_size == 518
     assert resolve_preprocess(None).mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_backbone_loads_from_a_local_checkpoint_folder(tiny_config, tmp_path):
+    """The real loading path (Dinov2Model.from_pretrained + processor config) on a folder."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(**tiny_config["vision"]["hf_config"])).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "BitImageProcessor",
+                "image_mean": [0.5] * 3,
+                "image_std": [0.2] * 3,
+                "crop_size": {"height": 64, "width": 64},
+            }
+        )
+    )
+    model = build({"vision": {"checkpoint": str(tmp_path)}, "text": {"trainable": False}})
+    assert model.preprocess.image_size == 64 and model.preprocess.mean == (0.5,) * 3
+    assert model.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 17, 64)

@@ -76,13 +76,19 @@ def localise(
 
 
 def pointing_game(loc: Localisation) -> dict[str, object]:
-    """Per-finding hit rate of the map's argmax in the boxes, and their mean over findings."""
-    per_class = {
-        f: float(np.mean([pointing_hit(m, b) for m, b in zip(maps, loc.boxes[f], strict=True)]))
+    """Hit rate of the map's argmax in the boxes: per finding, mean over findings, pooled."""
+    hits = {
+        f: [pointing_hit(m, b) for m, b in zip(maps, loc.boxes[f], strict=True)]
         for f, maps in sorted(loc.maps.items())
     }
-    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return {"mean": mean, "per_class": per_class}
+    per_class = {f: float(np.mean(h)) for f, h in hits.items()}
+    pooled = [hit for h in hits.values() for hit in h]
+    return {
+        "mean": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "pooled": float(np.mean(pooled)) if pooled else float("nan"),
+        "pairs": len(pooled),
+        "per_class": per_class,
+    }
 
 
 def segmentation(test: Localisation, validation: Localisation) -> dict[str, object]:
