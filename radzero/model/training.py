@@ -22,6 +22,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-4
+    text_lr: float | None = None  # None: the same as lr
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
@@ -103,17 +104,28 @@ def train_step(
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on temperature, norms and biases."""
-    decay, no_decay = [], []
+    """AdamW over trainable parameters; no weight decay on temperature, norms and biases.
+
+    The pretrained text encoder gets ``text_lr`` when set (its projection keeps ``lr``).
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name == "log_tau" else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+        no_decay = param.ndim <= 1 or name == "log_tau"
+        is_text = name.startswith("text.encoder.") and config.text_lr is not None
+        groups.setdefault((no_decay, is_text), []).append(param)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "lr": config.text_lr if is_text else config.lr,
+            }
+            for (no_decay, is_text), params in groups.items()
+        ],
+        lr=config.lr,
+    )
 
 
 def cosine_schedule(
