@@ -203,3 +203,38 @@ def test_backbone_loads_from_a_local_checkpoint_folder(tiny_config, tmp_path):
     model = build({"vision": {"checkpoint": str(tmp_path)}, "text": {"trainable": False}})
     assert model.preprocess.image_size == 64 and model.preprocess.mean == (0.5,) * 3
     assert model.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 17, 64)
+
+
+def test_per_token_align_layers_match_a_diagonal_attention_mask():
+    from radzero.model.align import AlignLayers
+    from radzero.model.config import AlignConfig
+
+    torch.manual_seed(0)
+    layers = AlignLayers(AlignConfig(layers=2, window=0, include_cls=False), 32, 4, grid=3)
+    tokens = torch.randn(2, 10, 32)
+    fast = layers(tokens)
+    x = tokens[:, 1:]
+    for block in layers.blocks:
+        x = block(x, torch.eye(9, dtype=torch.bool))
+    torch.testing.assert_close(fast, x)
+    # and a token's output depends on that token only
+    moved = tokens.clone()
+    moved[:, 5] += 1.0
+    changed = (layers(moved) - fast).abs().sum(-1) > 0
+    assert changed[:, 4].all() and changed.sum() == 2
+
+
+def test_windowed_align_layers_keep_evidence_within_the_receptive_field():
+    from radzero.model.align import AlignLayers
+    from radzero.model.config import AlignConfig
+
+    torch.manual_seed(0)
+    layers = AlignLayers(AlignConfig(layers=2, window=1, include_cls=True), 32, 4, grid=5)
+    tokens = torch.randn(1, 26, 32)
+    moved = tokens.clone()
+    moved[:, 1] += 1.0  # patch (0, 0)
+    changed = ((layers(moved) - layers(tokens)).abs().sum(-1) > 0)[0, 1:].view(5, 5)
+    # two 3x3 layers reach two patches away, and nothing leaks through CLS
+    expected = torch.zeros(5, 5, dtype=torch.bool)
+    expected[:3, :3] = True
+    assert torch.equal(changed, expected)

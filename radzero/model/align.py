@@ -28,11 +28,15 @@ class AlignBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.scale2 = nn.Parameter(torch.full((dim,), layerscale))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, self_only: bool = False
+    ) -> torch.Tensor:
+        """``mask``: boolean (T, T), True where attention is allowed. ``self_only``: each token
+        attends to itself alone, so attention returns the values (no T x T work)."""
         batch, length, dim = x.shape
         qkv = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attn = v if self_only else F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.scale1 * self.proj(attn.transpose(1, 2).reshape(batch, length, dim))
         return x + self.scale2 * self.mlp(self.norm2(x))
 
@@ -79,9 +83,11 @@ class AlignLayers(nn.Module):
             x = x[:, 1:]
         if self.linear is not None:
             return self.linear(x)
-        mask = self._mask(grid, x.device) if self.config.window is not None else None
+        window, with_cls = self.config.window, self.config.include_cls
+        self_only = window == 0 and not with_cls
+        mask = self._mask(grid, x.device) if window is not None and not self_only else None
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, self_only)
         return x
 
     def _mask(self, grid: int, device: torch.device) -> torch.Tensor:
