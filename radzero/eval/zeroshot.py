@@ -76,19 +76,35 @@ def localise(
 
 
 def pointing_game(loc: Localisation) -> dict[str, object]:
-    """Hit rate of the map's argmax in the boxes: per finding, mean over findings, pooled."""
+    """Hit rate of the map's argmax in the boxes: per finding, mean over findings, pooled.
+
+    "chance" is the pooled hit rate of a uniformly random point: the mean fraction of the
+    image that the boxes cover.
+    """
     hits = {
         f: [pointing_hit(m, b) for m, b in zip(maps, loc.boxes[f], strict=True)]
         for f, maps in sorted(loc.maps.items())
     }
     per_class = {f: float(np.mean(h)) for f, h in hits.items()}
     pooled = [hit for h in hits.values() for hit in h]
+    covered = [
+        box_fraction(boxes, maps[0].shape) for f, maps in loc.maps.items() for boxes in loc.boxes[f]
+    ]
     return {
         "mean": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         "pooled": float(np.mean(pooled)) if pooled else float("nan"),
+        "chance": float(np.mean(covered)) if covered else float("nan"),
         "pairs": len(pooled),
         "per_class": per_class,
     }
+
+
+def box_fraction(boxes: Sequence[Sequence[int]], shape: tuple[int, int]) -> float:
+    """Fraction of an image of ``shape`` inside the union of inclusive (x1, y1, x2, y2) boxes."""
+    covered = np.zeros(shape, dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        covered[int(y1) : int(y2) + 1, int(x1) : int(x2) + 1] = True
+    return float(covered.mean())
 
 
 def segmentation(test: Localisation, validation: Localisation) -> dict[str, object]:
