@@ -85,3 +85,12 @@ def test_train_steps_fit_a_small_batch(tiny_config):
         last = train_step(model, batch, optimizer, None, config)
     assert last["loss"] < 0.5 * first["loss"]
     assert {"loss", "lr", "temperature", "grad_norm"} <= set(last)
+
+
+def test_demo_config_rejects_unknown_keys_and_keeps_defaults():
+    from radzero.demo import DemoConfig, demo_config
+
+    config = demo_config({"train": {"epochs": 2}})
+    assert config.train.epochs == 2 and config.train.lr == DemoConfig().train.lr
+    with pytest.raises(ValueError, match=r"unknown config key.*train\.epoch\b"):
+        demo_config({"train": {"epoch": 2}})
