@@ -238,3 +238,20 @@ def test_windowed_align_layers_keep_evidence_within_the_receptive_field():
     expected = torch.zeros(5, 5, dtype=torch.bool)
     expected[:3, :3] = True
     assert torch.equal(changed, expected)
+
+
+def test_position_scale_weights_the_position_signal():
+    from radzero.model.align import AlignLayers
+    from radzero.model.config import AlignConfig
+
+    tokens = torch.randn(1, 10, 32)
+    outputs = {}
+    for name, cfg in {
+        "none": AlignConfig(layers=1, position="none"),
+        "zero": AlignConfig(layers=1, position="sincos", position_scale=0.0),
+        "one": AlignConfig(layers=1, position="sincos"),
+    }.items():
+        torch.manual_seed(0)
+        outputs[name] = AlignLayers(cfg, 32, 4, grid=3)(tokens)
+    torch.testing.assert_close(outputs["zero"], outputs["none"])
+    assert not torch.allclose(outputs["one"], outputs["none"])

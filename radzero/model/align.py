@@ -78,7 +78,8 @@ class AlignLayers(nn.Module):
             pos = self.position
             if pos.shape[-1] != grid:
                 pos = F.interpolate(pos, size=(grid, grid), mode="bicubic", align_corners=False)
-            x = torch.cat([x[:, :1], x[:, 1:] + pos.flatten(2).transpose(1, 2)], dim=1)
+            pos = self.config.position_scale * pos.flatten(2).transpose(1, 2)
+            x = torch.cat([x[:, :1], x[:, 1:] + pos], dim=1)
         if not self.config.include_cls:
             x = x[:, 1:]
         if self.linear is not None:

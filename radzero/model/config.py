@@ -43,6 +43,7 @@ class AlignConfig:
     layerscale: float = 1.0
     window: int | None = None
     position: Literal["none", "learned", "sincos"] = "none"
+    position_scale: float = 1.0  # multiplies the position signal added to the patch tokens
     include_cls: bool = True
     shared_norm: bool = True
 
