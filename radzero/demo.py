@@ -287,4 +287,4 @@ def demo_config(overrides: dict | None = None) -> DemoConfig:
     return from_dict(DemoConfig, deep_merge(asdict(DemoConfig()), overrides or {}))
 
 
-__all__ = ["DemoConfig", "RadZeroConfig", "demo_config", "run_demo"]
+__all__ = ["DemoConfig", "demo_config", "run_demo"]

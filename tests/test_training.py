@@ -94,3 +94,18 @@ def test_demo_config_rejects_unknown_keys_and_keeps_defaults():
     assert config.train.epochs == 2 and config.train.lr == DemoConfig().train.lr
     with pytest.raises(ValueError, match=r"unknown config key.*train\.epoch\b"):
         demo_config({"train": {"epoch": 2}})
+
+
+def test_bf16_autocast_step_is_finite(tiny_config):
+    torch.manual_seed(0)
+    model = create_model(tiny_config)
+    config = TrainConfig(lr=1e-3, warmup_steps=1)
+    optimizer = build_optimizer(model, config)
+    batch = Batch(
+        sentences=["There is effusion.", "There is no effusion.", "There is a mass."],
+        owner=torch.tensor([0, 1, 1]),
+        pixels=torch.randn(2, 3, 64, 64),
+    )
+    metrics = train_step(model, batch, optimizer, None, config, autocast_dtype=torch.bfloat16)
+    assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["loss"] > 0
+    assert all(torch.isfinite(p).all() for p in model.align.parameters())

@@ -17,12 +17,6 @@ from radzero.model.radzero import RadZero
 
 
 @torch.no_grad()
-def backbone_features(model: RadZero, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Frozen backbone tokens for (N, C, S, S) pixels, computed in batches."""
-    return torch.cat([model.backbone_tokens(chunk) for chunk in pixels.split(batch_size)])
-
-
-@torch.no_grad()
 def classification_scores(
     model: RadZero, features: torch.Tensor, findings: Sequence[str], batch_size: int = 128
 ) -> np.ndarray:

@@ -41,11 +41,6 @@ class Batch:
     pixels: torch.Tensor | None = None
     features: torch.Tensor | None = None
 
-    @property
-    def size(self) -> int:
-        images = self.pixels if self.pixels is not None else self.features
-        return images.shape[0]
-
 
 def select_sentences(
     per_image: Sequence[Sequence[str]], multi_positive: bool, rng: random.Random
@@ -94,7 +89,7 @@ def train_step(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
     optimizer.step()
-    lr = optimizer.param_groups[0]["lr"]
+    lr = max(group["lr"] for group in optimizer.param_groups)  # the head's rate
     if scheduler is not None:
         scheduler.step()
     metrics = {"loss": float(loss.detach()), "lr": lr, "temperature": float(model.tau.detach())}
