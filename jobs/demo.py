@@ -19,13 +19,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="architecture config name (radzero/model/configs)")
     parser.add_argument("--overrides", help="JSON object of demo config overrides")
     args = parser.parse_args(argv)
-    overrides = json.loads(args.overrides) if args.overrides else {}
+    try:
+        overrides = json.loads(args.overrides) if args.overrides else {}
+    except json.JSONDecodeError as err:
+        parser.error(f"--overrides is not valid JSON: {err}")
     for key in ("count", "model"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.epochs is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
-    metrics = run_demo(args.out, demo_config(overrides))
+    try:
+        config = demo_config(overrides)
+    except ValueError as err:
+        parser.error(str(err))
+    metrics = run_demo(args.out, config)
     print(json.dumps({k: metrics[k] for k in ("auc_macro", "pointing_game", "dice")}))
     return 0
 
