@@ -41,6 +41,7 @@ class DemoConfig:
         )
     )
     figure_examples: int = 6
+    keep_best: bool = True  # keep the weights of the epoch with the best validation AUC
 
 
 def log(message: str) -> None:
@@ -118,9 +119,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     features = {name: encode_split(model, split) for name, split in splits.items()}
     labels = {name: split[findings].to_numpy() for name, split in splits.items()}
 
+    best: dict = {"val_auc": -1.0}
+
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         auc, _ = zeroshot.classification(model, features["val"], labels["val"], findings)
         record["val_auc"] = auc["macro"]
+        if auc["macro"] > best["val_auc"]:
+            state = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+            best.update(val_auc=auc["macro"], epoch=epoch, state=state)
         log(
             f"epoch {epoch}/{config.train.epochs}: loss {record['loss']:.4f} "
             f"tau {record['temperature']:.4f} val AUC {auc['macro']:.3f} "
@@ -131,8 +137,12 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     history = fit(
         model, features["train"], list(splits["train"]["sentences"]), config.train, on_epoch
     )
+    if config.keep_best:
+        model.load_trainable_state_dict(best["state"])
+        log(f"keeping epoch {best['epoch']} (best validation AUC {best['val_auc']:.3f})")
     log("evaluating on the held-out test split")
     metrics = evaluate(model, features, labels, splits, findings, out, config, history)
+    metrics["epoch_kept"] = best["epoch"] if config.keep_best else config.train.epochs
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     model.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -233,7 +243,8 @@ def write_report(out: Path, metrics: dict) -> Path:
     lines = [
         "# RadZero demo on phantom chest X-rays",
         "",
-        f"Images: {metrics['images']}. Run time: {metrics['seconds']} s.",
+        f"Images: {metrics['images']}. Run time: {metrics['seconds']} s. "
+        f"Weights evaluated: epoch {metrics['epoch_kept']} (best validation AUC).",
         "",
         "| metric | value |",
         "| --- | --- |",
