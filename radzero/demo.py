@@ -243,7 +243,9 @@ def write_report(out: Path, metrics: dict) -> Path:
     lines = [
         "# RadZero demo on phantom chest X-rays",
         "",
-        f"Images: {metrics['images']}. Run time: {metrics['seconds']} s. "
+        "Images: "
+        + ", ".join(f"{n:,} {name}" for name, n in metrics["images"].items())
+        + f". Run time: {metrics['seconds']} s. "
         f"Weights evaluated: epoch {metrics['epoch_kept']} (best validation AUC).",
         "",
         "| metric | value |",
