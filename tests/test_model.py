@@ -81,6 +81,9 @@ def test_identical_sentences_are_encoded_once_and_cached_when_frozen(tiny_config
     text = model.encode_text(["no effusion", "effusion", "no effusion"])
     torch.testing.assert_close(text[0], text[2])
     assert set(model.text._cache) == {"no effusion", "effusion"}
+    model.double()  # moving the model drops embeddings cached in the old dtype
+    assert not model.text._cache
+    assert model.encode_text(["effusion"]).dtype == torch.float64
 
 
 def test_save_and_load_give_identical_outputs(tiny_config, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -94,6 +94,8 @@ class TextEncoder(nn.Module):
         }
         return self.encoder(features)["sentence_embedding"]
 
-    def _apply(self, fn, recurse=True):
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> TextEncoder:
         self._cache.clear()  # cached tensors would stay on the old device or dtype
         return super()._apply(fn, recurse)
