@@ -109,3 +109,12 @@ def test_bf16_autocast_step_is_finite(tiny_config):
     metrics = train_step(model, batch, optimizer, None, config, autocast_dtype=torch.bfloat16)
     assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["loss"] > 0
     assert all(torch.isfinite(p).all() for p in model.align.parameters())
+
+
+def test_fit_refuses_a_set_too_small_for_negatives(tiny_config):
+    from radzero.model.training import fit
+
+    model = create_model(tiny_config)
+    features = model.backbone_tokens(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        fit(model, features, [["There is effusion."]], TrainConfig(epochs=1))

@@ -36,8 +36,9 @@ class FrozenBackbone(nn.Module):
         self.patch_size = int(hf.patch_size)
         self.hidden_size = int(hf.hidden_size)
         self.num_heads = int(hf.num_attention_heads)
-        size = config.image_size or _default_size(processor, hf.image_size)
-        self.preprocess: PreprocessConfig = resolve_preprocess(processor, image_size=size)
+        self.preprocess: PreprocessConfig = resolve_preprocess(
+            processor, image_size=config.image_size, default_size=int(hf.image_size)
+        )
         if self.preprocess.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.preprocess.image_size} is not a multiple of the backbone's "
@@ -62,10 +63,3 @@ class FrozenBackbone(nn.Module):
                 f"{self.patch_size}, got {height}x{width}"
             )
         return self.model(pixel_values=pixels).last_hidden_state
-
-
-def _default_size(processor: dict, fallback: int) -> int:
-    crop = processor.get("crop_size")
-    if isinstance(crop, dict) and "height" in crop:
-        return int(crop["height"])
-    return int(fallback)

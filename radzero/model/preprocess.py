@@ -41,12 +41,14 @@ def resolve_preprocess(
     processor_config: dict | str | Path | None = None,
     image_size: int | None = None,
     channels: int = 3,
+    default_size: int = 224,
 ) -> PreprocessConfig:
     """Resolve a backbone's preprocessing from its Hugging Face processor config.
 
     ``processor_config`` is the parsed ``preprocessor_config.json``, a path to it or to the
     checkpoint folder that holds it, or None (ImageNet statistics, as DINOv2 uses).
-    ``image_size`` overrides the processor's crop size (the paper runs a 224-px backbone at 518).
+    ``image_size`` overrides the processor's crop size (the paper runs a 224-px backbone at 518);
+    ``default_size`` applies when neither gives one.
     """
     cfg: dict = {}
     if isinstance(processor_config, (str, Path)):
@@ -62,7 +64,7 @@ def resolve_preprocess(
     if len(mean) == 1:
         mean, std = mean * channels, std * channels
     if image_size is None:
-        image_size = _processor_size(cfg) or 224
+        image_size = _processor_size(cfg) or default_size
     return PreprocessConfig(image_size=int(image_size), mean=mean, std=std, channels=channels)
 
 

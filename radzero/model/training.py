@@ -168,7 +168,12 @@ def fit(
     """Train on cached backbone features with the plain loop; returns per-epoch metrics."""
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    steps_per_epoch = max(1, math.ceil(features.shape[0] / config.batch_size))
+    if features.shape[0] < 2 or config.batch_size < 2:
+        raise ValueError(
+            f"contrastive training needs at least 2 images and batch_size >= 2, got "
+            f"{features.shape[0]} images and batch_size {config.batch_size}"
+        )
+    steps_per_epoch = math.ceil(features.shape[0] / config.batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = cosine_schedule(optimizer, config.warmup_steps, config.epochs * steps_per_epoch)
     history = []
