@@ -17,16 +17,13 @@ def test_training_on_phantoms_learns_to_classify_and_point(tmp_path):
     config = demo_config({"count": 1000, "train": {"epochs": 8}, "figure_examples": 3})
     metrics = run_demo(tmp_path, config)
 
-    # Zero-shot AUC is well above chance (0.5) on held-out phantoms ...
-    assert metrics["auc_macro"] > 0.65, metrics["auc_per_class"]
-    # ... and the maps' peaks land in the boxes far more often than a random point would
-    # (chance: the mean fraction of the image the boxes cover, about 0.07). At this small
-    # scale (700 training images, 8 epochs) the pooled hit rate is about 0.44, six times chance;
-    # "most positives" (> 0.5) is reached only by the full demo (see docs/localisation.md).
-    assert metrics["pointing_game_pooled"] > 4 * metrics["pointing_game_chance"]
-    # Findings that the per-token layers localise from position + appearance point right.
+    # Zero-shot AUC is well above chance (0.5) on held-out phantoms (about 0.83 here) ...
+    assert metrics["auc_macro"] > 0.75, metrics["auc_per_class"]
+    # ... and for most positives the map's peak falls inside the lesion's box (about 0.62 at
+    # this small scale: 700 training images, 8 epochs; chance is about 0.07).
+    assert metrics["pointing_game_pooled"] > 0.5, metrics["pointing_game_per_class"]
     pointing = metrics["pointing_game_per_class"]
-    assert pointing["cardiomegaly"] > 0.7 and pointing["pleural effusion"] > 0.6, pointing
+    assert pointing["cardiomegaly"] > 0.7 and pointing["pleural effusion"] > 0.7, pointing
 
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["auc_macro"] == metrics["auc_macro"]

@@ -74,9 +74,12 @@ def test_labels_agree_with_boxes_masks_and_sentences(batch) -> None:
             match = by_name.get(name)
             if present:
                 assert match and not match.group(2), (name, case.sentences)
-                assert (match.group(4) or "") == boxes[name]["location"]
+                assert match.group(4) in (None, boxes[name]["location"])
             elif match:
                 assert match.group(2) == "no " and match.group(4) is None
+    positives = [SENTENCE.match(s) for case in batch for s in case.sentences]
+    positives = [m for m in positives if not m.group(2) and m.group(3) in LESIONS]
+    assert {m.group(4) is None for m in positives} == {True, False}, "sites stated and unstated"
 
 
 def test_boxes_are_mask_bounds_inside_the_image(batch) -> None:

@@ -783,6 +783,7 @@ _NORMAL_IMPRESSIONS = (
     "No acute cardiopulmonary abnormality.",
     "Normal chest radiograph.",
 )
+_UNLOCATED = 0.3  # share of findings reported without their site ("Small pneumothorax.")
 _ORDER = {name: rank for rank, name in enumerate(("consolidation", "nodule", "mass"))}
 _ORDER.update({"pleural effusion": 3, "pneumothorax": 3, "cardiomegaly": 4})
 
@@ -800,21 +801,25 @@ def _tidy(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _noun_phrase(rng: np.random.Generator, lesion: _Lesion) -> str:
-    """E.g. "small effusion at the left costophrenic angle", "2.4 cm nodule in the lingula"."""
+def _noun_phrase(rng: np.random.Generator, lesion: _Lesion, location: str) -> str:
+    """E.g. "small effusion at the left costophrenic angle", "2.4 cm nodule" (no location)."""
     if lesion.name in ("pleural effusion", "pneumothorax"):
         modifier = _GRADES[lesion.grade]
     elif lesion.name != "consolidation" and rng.random() < 0.5:
         modifier = f"{lesion.size_cm:.1f} cm"
     else:
         modifier = str(rng.choice(_DESCRIPTORS[lesion.name]))
-    preposition = "at" if re.search(r"apex|angle|base", lesion.location) else "in"
     synonym = rng.choice(_SYNONYMS[lesion.name])
-    return f"{modifier} {synonym} {preposition} the {lesion.location}"
+    if not location:
+        return f"{modifier} {synonym}"
+    preposition = "at" if re.search(r"apex|angle|base", location) else "in"
+    return f"{modifier} {synonym} {preposition} the {location}"
 
 
-def _statement(rng: np.random.Generator, lesion: _Lesion, style: str) -> tuple[str, str]:
-    """(finding statement, impression line) for a present finding in a style."""
+def _statement(
+    rng: np.random.Generator, lesion: _Lesion, style: str, location: str
+) -> tuple[str, str]:
+    """(finding statement, impression line) for a present finding in a style, at a location."""
     if lesion.name == "cardiomegaly":
         templates = {"hedged": _HEART_HEDGED, "compared": _HEART_COMPARED}.get(style, _HEART_STATED)
         mod = _HEART_GRADES[lesion.grade]
@@ -822,7 +827,7 @@ def _statement(rng: np.random.Generator, lesion: _Lesion, style: str) -> tuple[s
         short = f"Possible {mod} cardiomegaly." if style == "hedged" else f"{mod} cardiomegaly."
         return _tidy(text), _tidy(short)
     templates = {"hedged": _HEDGED, "compared": _COMPARED}.get(style, _STATED)
-    phrase = _noun_phrase(rng, lesion)
+    phrase = _noun_phrase(rng, lesion, location)
     article = "" if lesion.name == "consolidation" else "a"
     text = str(rng.choice(templates)).format(a=article, np=phrase)
     short = f"Possible {phrase}." if style == "hedged" else f"{phrase}."
@@ -852,8 +857,9 @@ def _write_report(rng: np.random.Generator, lesions: tuple[_Lesion, ...]) -> tup
         style = (
             "hedged" if subtle and roll < 0.25 else "compared" if prior and roll < 0.6 else "stated"
         )
-        text, short = _statement(rng, lesion, style)
-        sentence = _sentence(lesion.name, lesion.location, style == "hedged")
+        location = lesion.location if rng.random() >= _UNLOCATED else ""
+        text, short = _statement(rng, lesion, style, location)
+        sentence = _sentence(lesion.name, location, style == "hedged")
         items.append((_ORDER[lesion.name] + rng.random(), text, [sentence]))
         impressions.append(short)
     absent = [name for name in FINDINGS if name not in {lesion.name for lesion in lesions}]
