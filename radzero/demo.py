@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from radzero.config import deep_merge, from_dict
 from radzero.data import phantom
 from radzero.data.images import load_image, read_image
 from radzero.data.manifest import read_manifest
 from radzero.eval import figures, zeroshot
 from radzero.model import RadZero, RadZeroConfig, get_model_config
-from radzero.model.config import from_dict
 from radzero.model.training import TrainConfig, fit
 
 
@@ -282,17 +282,6 @@ def write_report(out: Path, metrics: dict) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def deep_merge(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` applied key by key, recursing into nested mappings."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def demo_config(overrides: dict | None = None) -> DemoConfig:

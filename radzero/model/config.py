@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, Literal
 
-T = TypeVar("T")
+from radzero.config import from_dict
 
 
 @dataclass
@@ -47,6 +46,12 @@ class AlignConfig:
     include_cls: bool = True
     shared_norm: bool = True
 
+    def __post_init__(self) -> None:
+        if self.layers < 0:
+            raise ValueError(f"config align.layers must be >= 0, got {self.layers}")
+        if self.window is not None and self.window < 0:
+            raise ValueError(f"config align.window must be >= 0 or null, got {self.window}")
+
 
 @dataclass
 class TextConfig:
@@ -67,6 +72,10 @@ class TemperatureConfig:
     min: float | None = None
     max: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.init <= 0:
+            raise ValueError(f"config temperature.init must be > 0, got {self.init}")
+
 
 @dataclass
 class RadZeroConfig:
@@ -83,41 +92,6 @@ class RadZeroConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RadZeroConfig:
         return from_dict(cls, data)
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build a (nested) config dataclass, rejecting unknown keys and bad literal values."""
-    if not isinstance(data, dict):
-        raise ValueError(f"config {where or 'root'}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-            f"valid keys: {', '.join(sorted(names))}"
-        )
-    values = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value, f"{where}{name}.")
-        elif getattr(hint, "__origin__", None) is Literal and value not in hint.__args__:
-            raise ValueError(f"config {where}{name} must be one of {hint.__args__}, got {value!r}")
-        values[name] = value
-    config = cls(**values)
-    _check(config, where)
-    return config
-
-
-def _check(config: Any, where: str) -> None:
-    if isinstance(config, AlignConfig):
-        if config.layers < 0:
-            raise ValueError(f"config {where}layers must be >= 0, got {config.layers}")
-        if config.window is not None and config.window < 0:
-            raise ValueError(f"config {where}window must be >= 0 or null, got {config.window}")
-    if isinstance(config, TemperatureConfig) and config.init <= 0:
-        raise ValueError(f"config {where}init must be > 0, got {config.init}")
 
 
 def list_models() -> list[str]:

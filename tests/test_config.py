@@ -1,0 +1,68 @@
+"""Strict stage configs: nested dataclasses from dicts, YAML files and key=value overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from radzero.config import from_dict, load_config, parse_overrides
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    mode: Literal["a", "b"] = "a"
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"config lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    sizes: list[int] = field(default_factory=lambda: [224])
+    inner: Inner = field(default_factory=Inner)
+    extra: Inner | None = None
+
+
+def test_nested_and_optional_dataclasses_are_built() -> None:
+    config = from_dict(Outer, {"inner": {"lr": 0.1}, "extra": {"mode": "b"}})
+    assert config.inner == Inner(lr=0.1) and config.extra == Inner(mode="b")
+
+
+def test_unknown_keys_are_named_with_a_suggestion() -> None:
+    with pytest.raises(ValueError, match=r"inner\.lrr.*did you mean 'lr'"):
+        from_dict(Outer, {"inner": {"lrr": 1.0}})
+
+
+def test_literal_and_range_errors() -> None:
+    with pytest.raises(ValueError, match=r"inner\.mode must be one of \('a', 'b'\)"):
+        from_dict(Outer, {"inner": {"mode": "c"}})
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        from_dict(Outer, {"inner": {"lr": 0}})
+
+
+def test_overrides_are_yaml_values_at_dotted_keys() -> None:
+    assert parse_overrides(["inner.lr=0.5", "sizes=[224, 518]", "name=abc"]) == {
+        "inner": {"lr": 0.5},
+        "sizes": [224, 518],
+        "name": "abc",
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["inner.lr"])
+
+
+def test_load_config_layers_defaults_file_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: file\ninner:\n  mode: b\n")
+    config = load_config(Outer, path, ["inner.lr=0.25"])
+    assert config == Outer(name="file", inner=Inner(lr=0.25, mode="b"))
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(Outer, path)
+    path.write_text("- a list\n")
+    with pytest.raises(ValueError, match="mapping at the top level"):
+        load_config(Outer, path)
