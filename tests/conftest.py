@@ -1,12 +1,22 @@
-"""Shared fixtures: tiny models built from configs (no hub downloads)."""
+"""Shared fixtures: tiny models built from configs (no hub downloads), a local Ray and a local S3.
+
+Every service a test starts listens on 127.0.0.1 only.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray on loopback without token auth, its files under a temporary folder (REFERENCE.md section 3).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+_AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 TINY_VISION = {
     "hf_config": {
@@ -29,3 +39,72 @@ def tiny_config() -> dict:
         "align": {"layers": 1, "window": 1, "position": "sincos", "include_cls": False},
         "text": {"trainable": False},
     }
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint: str) -> Iterator[None]:
+    """One local Ray for the whole session: 2 CPUs, loopback, files in a temp folder.
+
+    Started after the local S3 endpoint so that every worker inherits its AWS settings.
+    """
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="ray-") as tmp:
+        os.environ["RAY_TMPDIR"] = tmp
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _temp_dir=tmp,
+            runtime_env={
+                "env_vars": {
+                    k: os.environ[k] for k in (*_AWS_ENV, "HF_HUB_OFFLINE") if k in os.environ
+                }
+            },
+            logging_level="WARNING",
+        )
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint (moto) on 127.0.0.1; sets the standard AWS environment for it."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    try:
+        yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the local endpoint; returns its name."""
+    import uuid
+
+    import boto3
+
+    name = f"radzero-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name

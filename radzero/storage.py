@@ -1,0 +1,175 @@
+"""One place that turns a URI (``s3://bucket/prefix`` or a local path) into a filesystem and path.
+
+S3 settings come from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
+``AWS_DEFAULT_REGION``, credentials) or from :class:`S3Options`; any S3-compatible store works.
+Transient errors are retried with exponential backoff, both inside the AWS SDK and around the
+small whole-object operations below.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 5
+RETRY_BASE_DELAY_S = 0.2
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Overrides for the AWS environment; ``None`` keeps what the environment says."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    retry_attempts: int | None = None  # default: RETRY_ATTEMPTS
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def resolve(
+    uri: str | os.PathLike, options: S3Options | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """The filesystem for ``uri`` and the path to use with it (``bucket/key`` on S3)."""
+    uri = str(uri)
+    if is_s3(uri):
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise ValueError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
+        path = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+        return s3_filesystem(options), path
+    if "://" in uri:
+        raise ValueError(f"unsupported URI scheme in {uri!r}: use s3:// or a local path")
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def s3_filesystem(options: S3Options | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem configured from ``options`` over the standard AWS environment."""
+    options = options or S3Options()
+    endpoint = (
+        options.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    kwargs: dict = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "request_timeout": REQUEST_TIMEOUT_S,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(
+            max_attempts=options.retry_attempts or RETRY_ATTEMPTS
+        ),
+    }
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def join(uri: str | os.PathLike, *parts: str) -> str:
+    """Join path parts onto a URI or local path."""
+    uri = str(uri)
+    if is_s3(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return str(Path(uri, *parts))
+
+
+def parent(uri: str | os.PathLike) -> str:
+    """The folder that holds ``uri``."""
+    uri = str(uri)
+    if is_s3(uri):
+        return posixpath.dirname(uri.rstrip("/"))
+    return str(Path(uri).parent)
+
+
+def with_retries(action: Callable[[], T], what: str, attempts: int | None = None) -> T:
+    """Run ``action``, retrying transient ``OSError``s (not missing files) with backoff."""
+    attempts = attempts or RETRY_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            if attempt == attempts:
+                raise OSError(f"{what}: failed after {attempts} attempts: {err}") from err
+            time.sleep(RETRY_BASE_DELAY_S * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    fs, path = resolve(uri)
+    info = with_retries(lambda: fs.get_file_info(path), f"stat {uri}")
+    return info.type != pafs.FileType.NotFound
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    """The whole object or file; ``FileNotFoundError`` when it is missing."""
+    fs, path = resolve(uri)
+
+    def read() -> bytes:
+        try:
+            with fs.open_input_stream(path, compression=None) as stream:
+                return stream.read()
+        except OSError as err:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                raise FileNotFoundError(f"{uri} does not exist") from err
+            raise
+
+    return with_retries(read, f"read {uri}")
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    """Write a whole object or file, creating local folders as needed."""
+    fs, path = resolve(uri)
+
+    def write() -> None:
+        if not is_s3(str(uri)):
+            fs.create_dir(posixpath.dirname(path) or "/", recursive=True)
+        with fs.open_output_stream(path, compression=None) as stream:
+            stream.write(data)
+
+    with_retries(write, f"write {uri}")
+
+
+def read_text(uri: str | os.PathLike) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str | os.PathLike, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def delete_dir(uri: str | os.PathLike) -> None:
+    """Remove a folder (or prefix) and everything under it; nothing happens when it is absent."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        with_retries(lambda: fs.delete_dir(path), f"delete {uri}")
+
+
+def list_files(uri: str | os.PathLike, suffix: str = "") -> list[str]:
+    """Every file under a folder (recursively), as URIs of the same kind, sorted."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    infos = with_retries(lambda: fs.get_file_info(selector), f"list {uri}")
+    prefix = "s3://" if is_s3(str(uri)) else ""
+    return sorted(
+        prefix + info.path
+        for info in infos
+        if info.type == pafs.FileType.File and info.path.endswith(suffix)
+    )
