@@ -17,7 +17,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) jobs/demo.py --out runs/demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/vlcabs.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/preprocess.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -75,15 +75,20 @@ def to_pixels(gray: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
             f"to_pixels expects a non-empty (H, W) float array, got shape {arr.shape} "
             f"dtype {arr.dtype}"
         )
-    size = cfg.image_size
-    shrinking = max(arr.shape) > size
-    plane = torch.from_numpy(arr.astype(np.float32))[None, None]
+    plane = resize(arr, cfg.image_size)[None]
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
+    return (plane - mean) / std
+
+
+def resize(gray: np.ndarray, size: int) -> torch.Tensor:
+    """An (H, W) grey array resized directly to (size, size), bilinear, antialiased to shrink."""
+    plane = torch.from_numpy(np.asarray(gray, dtype=np.float32))[None, None]
+    shrinking = max(plane.shape[-2:]) > size
     plane = F.interpolate(
         plane, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
     )
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
-    return (plane[0] - mean) / std
+    return plane[0, 0]
 
 
 def load_image(

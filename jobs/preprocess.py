@@ -1,0 +1,41 @@
+"""Preprocess a chest X-ray dataset with Ray Data: decode, resize, finding-sentences, split.
+
+python jobs/preprocess.py --manifest URI --out URI [--config FILE] [--set key=value ...]
+
+URI is a local path or s3://bucket/prefix. --manifest is a manifest file (CSV, JSONL, Parquet),
+a phantom folder or a MIMIC-CXR root. Works directly and through `ray job submit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from radzero.config import load_config
+from radzero.platform.preprocess import PreprocessJobConfig, preprocess
+from radzero.platform.session import connect
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", required=True, help="manifest file or dataset root URI")
+    parser.add_argument("--out", required=True, help="output URI")
+    parser.add_argument("--config", help="YAML file of PreprocessJobConfig fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(PreprocessJobConfig, args.config, args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    connect()
+    summary = preprocess(args.manifest, args.out, config)
+    print(
+        f"preprocess: {summary['rows_out']} of {summary['rows_in']} rows prepared, "
+        f"{summary['quarantined']} quarantined (see {args.out}/quarantine)"
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

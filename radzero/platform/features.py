@@ -1,0 +1,175 @@
+"""The feature cache: a frozen backbone's tokens, computed once per (backbone, resolution, data).
+
+Reads ``<prepared>/prepared/<resolution>/`` (a finished preprocessing output) and writes
+``<out>/features/<key>/tokens/*.parquet`` with one row per image: its ids, split, sentences,
+labels and ``tokens``, a float16 (1 + L, D) tensor (CLS first, the backbone's last hidden
+state). ``key`` = ``<backbone>-<resolution>-<prepared fingerprint>``, so a different backbone,
+resolution or dataset never reads stale tokens. Ray Data runs the backbone in an actor pool, one
+model per actor, on a GPU per actor when the cluster has GPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+
+from radzero import storage
+from radzero.config import deep_merge, from_dict, to_dict
+from radzero.data.images import read_image, to_pixels
+from radzero.model import get_model_config
+from radzero.model.backbone import FrozenBackbone
+from radzero.model.config import VisionConfig
+from radzero.platform import outputs
+from radzero.platform.preprocess import read_prepared
+
+log = logging.getLogger(__name__)
+
+TOKEN_DTYPE = np.float16
+_DROP = ("image", "report")
+
+
+@dataclass
+class FeaturesJobConfig:
+    """Which backbone runs over which prepared resolution, and how the actors are sized."""
+
+    model: str = "radzero-tiny-local"  # an architecture config: its vision section is used
+    vision: dict[str, Any] = field(default_factory=dict)  # overrides of that vision section
+    resolution: int | None = None  # None: the backbone's input size
+    batch_size: int = 32
+    actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs, else 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.actors < 1 or self.num_cpus <= 0:
+            raise ValueError("config batch_size and actors must be >= 1 and num_cpus > 0")
+
+    def vision_config(self) -> VisionConfig:
+        base = to_dict(get_model_config(self.model).vision)
+        vision = from_dict(VisionConfig, deep_merge(base, self.vision), "vision.")
+        if self.resolution is not None:
+            vision.image_size = int(self.resolution)
+        return vision
+
+
+def backbone_name(vision: VisionConfig) -> str:
+    """A filesystem-safe name: the checkpoint id, or ``random-<hash>`` for a seeded tiny config."""
+    if vision.checkpoint:
+        return vision.checkpoint.strip("/").replace("/", "--")
+    spec = json.dumps({"hf_config": vision.hf_config, "seed": vision.seed}, sort_keys=True)
+    return "random-" + hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+
+class TokenEncoder:
+    """Ray Data actor: decodes prepared PNGs and runs the frozen backbone (one model per actor)."""
+
+    def __init__(self, vision: dict[str, Any]) -> None:
+        self.backbone = FrozenBackbone(from_dict(VisionConfig, vision))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.backbone.to(self.device)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        pixels = torch.stack(
+            [
+                to_pixels(read_image(png, name=name), self.backbone.preprocess)
+                for png, name in zip(batch["image"], batch["source"], strict=True)
+            ]
+        ).to(self.device)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            tokens = self.backbone(pixels)
+        out = batch.drop(columns=[c for c in _DROP if c in batch.columns])
+        out["tokens"] = list(tokens.float().cpu().numpy().astype(TOKEN_DTYPE))
+        return out
+
+
+def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None = None) -> dict:
+    """Run the backbone over a finished preprocessing output (idempotent); return the summary."""
+    config = config or FeaturesJobConfig()
+    started = time.perf_counter()
+    outputs.require_finished(prepared, "preprocess")
+    prepared_summary = json.loads(storage.read_text(storage.join(prepared, "summary.json")))
+    vision = config.vision_config()
+    backbone = FrozenBackbone(vision)
+    resolution = backbone.preprocess.image_size
+    if resolution not in prepared_summary["resolutions"]:
+        raise ValueError(
+            f"the backbone needs {resolution} px images but {prepared} holds only "
+            f"{prepared_summary['resolutions']}; preprocess with resolutions including {resolution}"
+        )
+    key = f"{backbone_name(vision)}-{resolution}-{prepared_summary['fingerprint'][:12]}"
+    target = storage.join(out, "features", key)
+    run_key = hashlib.sha256(
+        f"{key}:{json.dumps(to_dict(vision), sort_keys=True)}".encode()
+    ).hexdigest()
+    finished = outputs.finished(target)
+    if finished is not None and finished.get("run_key") == run_key:
+        log.info("features: %s is already cached", target)
+        return json.loads(storage.read_text(storage.join(target, "summary.json")))
+
+    rows = read_prepared(prepared, resolution)
+    num_gpus = config.num_gpus
+    if num_gpus is None:
+        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    log.info(
+        "features: %s at %d px over %d images, %d actor(s), %s GPU each",
+        backbone_name(vision),
+        resolution,
+        prepared_summary["rows_out"],
+        config.actors,
+        num_gpus,
+    )
+    encoded = rows.map_batches(
+        TokenEncoder,
+        fn_constructor_kwargs={"vision": to_dict(vision)},
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        batch_size=config.batch_size,
+        batch_format="pandas",
+        num_cpus=config.num_cpus,
+        num_gpus=num_gpus,
+    )
+    staging = outputs.staging(target)
+    staged_fs, staged_path = storage.resolve(storage.join(staging, "tokens"))
+    encoded.write_parquet(staged_path, filesystem=staged_fs)
+
+    tokens = 1 + backbone.grid() ** 2
+    elapsed = time.perf_counter() - started
+    summary = {
+        "key": key,
+        "backbone": backbone_name(vision),
+        "vision": to_dict(vision),
+        "resolution": resolution,
+        "images": prepared_summary["rows_out"],
+        "token_shape": [tokens, backbone.hidden_size],
+        "dtype": np.dtype(TOKEN_DTYPE).name,
+        "bytes_per_image": tokens * backbone.hidden_size * np.dtype(TOKEN_DTYPE).itemsize,
+        "prepared": prepared,
+        "prepared_fingerprint": prepared_summary["fingerprint"],
+        "elapsed_s": round(elapsed, 2),
+        "images_per_s": round(prepared_summary["rows_out"] / elapsed, 2),
+    }
+    outputs.commit(staging, target, summary, run_key)
+    log.info(
+        "features: %d images -> %s (%.1f images/s)",
+        summary["images"],
+        target,
+        summary["images_per_s"],
+    )
+    return summary
+
+
+def read_features(target: str) -> ray.data.Dataset:
+    """The cached tokens of a finished features output as a Ray Dataset."""
+    outputs.require_finished(target, "features")
+    fs, path = storage.resolve(storage.join(target, "tokens"))
+    return ray.data.read_parquet(path, filesystem=fs)

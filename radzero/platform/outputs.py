@@ -1,0 +1,80 @@
+"""Job outputs that are either whole or absent: staged writes, then a commit marker.
+
+A job writes under ``<out>/_staging/<attempt>/``; :func:`commit` replaces the previous outputs
+with the staged ones, writes ``summary.json`` and finally ``_SUCCESS.json``. Readers call
+:func:`require_finished`, so a crashed run's partial output is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pyarrow.fs as pafs
+
+from radzero import storage
+
+MARKER = "_SUCCESS.json"
+STAGING = "_staging"
+
+
+def staging(out: str) -> str:
+    """A fresh staging folder for one attempt of a job writing to ``out``."""
+    return storage.join(out, STAGING, f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
+
+
+def finished(out: str) -> dict | None:
+    """The commit marker of ``out`` when a job finished there, else None."""
+    try:
+        return json.loads(storage.read_text(storage.join(out, MARKER)))
+    except FileNotFoundError:
+        return None
+
+
+def require_finished(out: str, what: str = "job") -> dict:
+    """The commit marker, or a clear error when ``out`` holds no finished output."""
+    marker = finished(out)
+    if marker is None:
+        raise FileNotFoundError(
+            f"{out} holds no finished {what} output (no {MARKER}); run the {what} job first, "
+            "or rerun it if an earlier run crashed"
+        )
+    return marker
+
+
+def commit(staged: str, out: str, summary: dict, run_key: str) -> None:
+    """Move the staged outputs into ``out``, then write the summary and the marker."""
+    fs, staged_path = storage.resolve(staged)
+    _, out_path = storage.resolve(out)
+    _remove(out, MARKER)
+    entries = fs.get_file_info(pafs.FileSelector(staged_path, recursive=False))
+    for entry in entries:
+        name = entry.path.rstrip("/").rsplit("/", 1)[-1]
+        storage.delete_dir(storage.join(out, name))
+        _move_tree(fs, entry, f"{out_path}/{name}", storage.is_s3(out))
+    storage.delete_dir(staged)
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    marker = {"run_key": run_key, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.write_text(storage.join(out, MARKER), json.dumps(marker) + "\n")
+
+
+def _remove(out: str, name: str) -> None:
+    fs, path = storage.resolve(storage.join(out, name))
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def _move_tree(fs: pafs.FileSystem, entry: pafs.FileInfo, target: str, s3: bool) -> None:
+    """A local rename of the whole folder; on S3 (no renames) a move per object."""
+    if not s3 or entry.type == pafs.FileType.File:
+        if not s3:
+            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        storage.with_retries(lambda: fs.move(entry.path, target), f"move {entry.path}")
+        return
+    for info in fs.get_file_info(pafs.FileSelector(entry.path, recursive=True)):
+        if info.type == pafs.FileType.File:
+            destination = target + info.path[len(entry.path) :]
+            storage.with_retries(
+                lambda i=info, d=destination: fs.move(i.path, d), f"move {info.path}"
+            )

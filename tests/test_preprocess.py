@@ -1,0 +1,199 @@
+"""Preprocessing and the feature cache end to end on a local S3 endpoint and a local Ray."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from radzero import storage
+from radzero.data import phantom
+from radzero.data.images import read_image
+from radzero.platform import outputs
+from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
+from radzero.platform.preprocess import (
+    PreprocessJobConfig,
+    SplitConfig,
+    assign_splits,
+    preprocess,
+    read_prepared,
+)
+from tests.conftest import TINY_VISION
+
+GOOD = 12
+NO_FINDINGS_REPORT = "EXAMINATION: Chest radiograph, PA view.\nCOMPARISON: None."
+
+
+def _broken_rows(folder: Path, template: dict) -> list[dict]:
+    """Rows that must each land in the quarantine, with the reason they must get."""
+    images = folder / "images"
+    good_png = (images / "000000.png").read_bytes()
+    (images / "truncated.png").write_bytes(good_png[: len(good_png) // 3])
+    (images / "notes.png").write_text("radiology notes, not pixels")
+    noise = np.random.default_rng(0).integers(0, 255, (1400, 1400), dtype=np.uint8)
+    Image.fromarray(noise).save(images / "huge.png")  # about 2 MB of incompressible noise
+    row = {**template, "sentences": ""}
+    return [
+        {**row, "image": "images/missing.png", "expect": "missing file"},
+        {**row, "image": "images/truncated.png", "expect": "corrupt image"},
+        {**row, "image": "images/notes.png", "expect": "unsupported format"},
+        {**row, "image": "images/huge.png", "expect": "oversized image"},
+        {**row, "image": "images/000001.png", "report": "", "expect": "empty report"},
+        {
+            **row,
+            "image": "images/000002.png",
+            "report": NO_FINDINGS_REPORT,
+            "expect": "no sentences",
+        },
+    ]
+
+
+@pytest.fixture
+def raw_on_s3(tmp_path, s3_bucket) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """A phantom set with broken rows uploaded to s3://bucket/raw/."""
+    folder = tmp_path / "raw"
+    phantom.write_dataset(folder, GOOD, size=64, seed=3)
+    frame = pd.read_csv(folder / "manifest.csv", keep_default_na=False)
+    frame.loc[:2, "sentences"] = ""  # these three get their sentences from the report (rules)
+    broken = pd.DataFrame(_broken_rows(folder, frame.iloc[0].to_dict()))
+    manifest = pd.concat([frame, broken.drop(columns="expect")], ignore_index=True)
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    client = boto3.client("s3")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), s3_bucket, f"raw/{path.relative_to(folder)}")
+    return f"s3://{s3_bucket}", frame, broken
+
+
+def test_preprocess_then_features_on_s3(ray_local, raw_on_s3) -> None:
+    root, good, broken = raw_on_s3
+    config = PreprocessJobConfig(resolutions=[32, 64], max_image_mb=1.0)
+    summary = preprocess(f"{root}/raw/manifest.csv", f"{root}/out", config)
+
+    assert summary["rows_in"] == GOOD + len(broken)
+    assert summary["rows_out"] == GOOD and summary["quarantined"] == len(broken)
+    assert summary["quarantine_reasons"] == dict(broken["expect"].value_counts())
+    assert summary["sentence_sources"] == {"manifest": GOOD - 3, "rules": 3}
+    assert sum(summary["splits"].values()) == GOOD
+    assert json.loads(storage.read_text(f"{root}/out/summary.json")) == summary
+
+    quarantine = pq.read_table(
+        storage.resolve(f"{root}/out/quarantine/quarantine.parquet")[1],
+        filesystem=storage.resolve(root)[0],
+    ).to_pandas()
+    names = quarantine["source"].str.rsplit("/", n=1).str[-1]
+    by_name = dict(zip(names, quarantine["error"], strict=True))
+    expected = dict(
+        zip(broken["image"].str.rsplit("/", n=1).str[-1], broken["expect"], strict=True)
+    )
+    assert by_name == expected
+    assert (quarantine["reason"] != "").all()
+
+    for resolution in (32, 64):
+        rows = read_prepared(f"{root}/out", resolution).to_pandas().sort_values("row_id")
+        assert len(rows) == GOOD
+        assert {read_image(png).shape for png in rows["image"]} == {(resolution, resolution)}
+        want = [json.loads(s) for s in good["sentences"].iloc[3:]]
+        assert [list(s) for s in rows["sentences"].iloc[3:]] == want
+        assert all(len(s) > 0 for s in rows["sentences"].iloc[:3])
+        assert list(rows["split"]) == list(good["split"])  # given splits are kept
+
+    # Same manifest and config: nothing is recomputed or rewritten.
+    marker = outputs.finished(f"{root}/out")
+    files = storage.list_files(f"{root}/out")
+    assert preprocess(f"{root}/raw/manifest.csv", f"{root}/out", config) == summary
+    assert outputs.finished(f"{root}/out") == marker and storage.list_files(f"{root}/out") == files
+
+    features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=4)
+    cached = compute_features(f"{root}/out", f"{root}/cache", features)
+    assert cached["images"] == GOOD and cached["resolution"] == 64
+    assert cached["token_shape"] == [1 + (64 // 16) ** 2, 64]
+    assert cached["bytes_per_image"] == 17 * 64 * 2
+    tokens = read_features(f"{root}/cache/features/{cached['key']}").to_pandas()
+    assert len(tokens) == GOOD and "image" not in tokens.columns
+    stacked = np.stack(list(tokens["tokens"]))
+    assert stacked.shape == (GOOD, 17, 64) and stacked.dtype == np.float16
+    assert np.isfinite(stacked).all() and stacked.std() > 0.1
+    assert compute_features(f"{root}/out", f"{root}/cache", features) == cached
+
+
+def test_a_crashed_run_is_never_read_and_a_rerun_replaces_it(ray_local, tmp_path) -> None:
+    source = tmp_path / "src"
+    phantom.write_dataset(source, 4, size=64, seed=1)
+    out = tmp_path / "out"
+    stale = out / "prepared" / "32" / "partial.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a file")  # what a crash mid-write leaves behind
+    with pytest.raises(FileNotFoundError, match="no finished preprocess output"):
+        read_prepared(str(out), 32)
+    summary = preprocess(str(source), str(out), PreprocessJobConfig(resolutions=[32]))
+    assert summary["rows_out"] == 4 and not stale.exists()
+    assert read_prepared(str(out), 32).count() == 4
+    assert not (out / outputs.STAGING).exists() or not any((out / outputs.STAGING).iterdir())
+
+
+def test_features_refuse_a_resolution_that_was_not_prepared(ray_local, tmp_path) -> None:
+    source = tmp_path / "src"
+    phantom.write_dataset(source, 2, size=64, seed=2)
+    preprocess(str(source), str(tmp_path / "out"), PreprocessJobConfig(resolutions=[32]))
+    with pytest.raises(ValueError, match=r"needs 64 px images .* holds only \[32\]"):
+        compute_features(
+            str(tmp_path / "out"), str(tmp_path), FeaturesJobConfig(vision=TINY_VISION)
+        )
+
+
+def test_split_is_per_patient_seeded_and_keeps_given_values() -> None:
+    frame = pd.DataFrame(
+        {
+            "image": [f"i{k}" for k in range(400)],
+            "patient_id": [f"p{k // 4}" for k in range(400)],  # four images per patient
+            "study_id": "",
+            "split": ["test"] + [""] * 399,
+        }
+    )
+    split = assign_splits(frame, SplitConfig(train=0.6, val=0.2, test=0.2, seed=5))["split"]
+    assert split.iloc[0] == "test"
+    assert frame.assign(split=split)[1:].groupby("patient_id")["split"].nunique().max() == 1
+    share = split.value_counts(normalize=True)
+    assert abs(share["train"] - 0.6) < 0.12 and abs(share["val"] - 0.2) < 0.1
+    again = assign_splits(frame.iloc[::-1], SplitConfig(train=0.6, val=0.2, test=0.2, seed=5))
+    assert (again["split"].sort_index() == split).all()  # order-independent
+    with pytest.raises(ValueError, match="not one of"):
+        assign_splits(frame.assign(split="holdout"), SplitConfig())
+
+
+def test_preprocess_config_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="resolutions"):
+        PreprocessJobConfig(resolutions=[])
+    with pytest.raises(ValueError, match="needs an llm section"):
+        PreprocessJobConfig(sentences="llm")
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitConfig(train=0.5)
+
+
+def test_manifest_in_each_format_reads_the_same(tmp_path) -> None:
+    from radzero.data.manifest import read_manifest
+
+    phantom.write_dataset(tmp_path, 3, size=64, seed=0)
+    csv = read_manifest(tmp_path / "manifest.csv")
+    for suffix in ("jsonl", "parquet"):
+        path = tmp_path / f"manifest.{suffix}"
+        plain = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False)
+        for column in ("sentences", "boxes", "masks"):
+            plain[column] = plain[column].map(json.loads)
+        if suffix == "jsonl":
+            plain.to_json(path, orient="records", lines=True)
+        else:
+            buffer = io.BytesIO()
+            plain.drop(columns=["boxes", "masks"]).to_parquet(buffer)
+            path.write_bytes(buffer.getvalue())
+        other = read_manifest(path)
+        assert list(other["image"]) == list(csv["image"])
+        assert [list(s) for s in other["sentences"]] == list(csv["sentences"])
