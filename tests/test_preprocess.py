@@ -197,3 +197,29 @@ def test_manifest_in_each_format_reads_the_same(tmp_path) -> None:
         other = read_manifest(path)
         assert list(other["image"]) == list(csv["image"])
         assert [list(s) for s in other["sentences"]] == list(csv["sentences"])
+
+
+def test_llm_backend_inside_the_job_with_fallback_counted(ray_local, tmp_path) -> None:
+    from radzero.data.sentences import extract_findings
+    from radzero.platform.llm import LLMConfig
+    from tests.llm_stub import StubLLM, expected_sentences
+
+    phantom.write_dataset(tmp_path / "raw", 3, size=64, seed=5)
+    frame = pd.read_csv(tmp_path / "raw" / "manifest.csv", keep_default_na=False)
+    reports = ["#a Small effusion. No pneumothorax.", "#b ALWAYS_INVALID Possible nodule."]
+    frame.loc[:1, "report"] = reports
+    frame.loc[:1, "sentences"] = ""  # row 2 keeps its own sentences: never sent to the LLM
+    frame.to_csv(tmp_path / "raw" / "manifest.csv", index=False)
+    stub = StubLLM(tmp_path / "canary").start()
+    try:
+        llm = LLMConfig(url=stub.url, model="stub", max_attempts=2)
+        config = PreprocessJobConfig(resolutions=[64], sentences="llm", llm=llm)
+        summary = preprocess(str(tmp_path / "raw"), str(tmp_path / "out"), config)
+    finally:
+        stub.stop()
+    assert summary["sentence_sources"] == {"llm": 1, "rules_fallback": 1, "manifest": 1}
+    assert stub.counts == {"#a": 1, "#b": 2}
+    rows = read_prepared(str(tmp_path / "out"), 64).to_pandas().set_index("row_id")
+    assert list(rows.loc[0, "sentences"]) == expected_sentences(reports[0])
+    assert list(rows.loc[1, "sentences"]) == extract_findings(reports[1])
+    assert list(rows.loc[2, "sentences"]) == json.loads(frame.loc[2, "sentences"])

@@ -73,7 +73,7 @@ class PreprocessJobConfig:
     llm: LLMConfig | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     max_image_mb: float = 64.0
-    batch_rows: int = 32
+    batch_rows: int = 128  # rows per task and per Parquet shard
 
     def __post_init__(self) -> None:
         if not self.resolutions or any(int(r) < 16 for r in self.resolutions):
@@ -100,33 +100,25 @@ def preprocess(manifest: str, out: str, config: PreprocessJobConfig | None = Non
 
     frame = assign_splits(frame, config.split)
     log.info("preprocess: %d rows from %s -> %s", len(frame), manifest, out)
-    rows = ray.data.from_pandas(frame).repartition(max(1, -(-len(frame) // config.batch_rows)))
+    staging = outputs.staging(out)
+    blocks = [
+        frame.iloc[i : i + config.batch_rows] for i in range(0, len(frame), config.batch_rows)
+    ]
+    rows = ray.data.from_pandas(blocks)
     if config.sentences == "llm":
         rows = _llm_sentences(rows, config.llm)
-    processed = rows.map_batches(
+    meta = rows.map_batches(
         prepare_batch,
         fn_kwargs={
             "resolutions": [int(r) for r in config.resolutions],
             "max_bytes": int(config.max_image_mb * 2**20),
+            "staging": staging,
         },
         batch_format="pandas",
         batch_size=config.batch_rows,
-    ).materialize()
-
-    meta = processed.select_columns(
-        ["row_id", "split", "error", "sentences", "sentence_source", "content_hash"]
     ).to_pandas()
-    staging = outputs.staging(out)
-    good = processed.filter(lambda row: row["error"] == "")
-    for resolution in config.resolutions:
-        keep = {f"image_{resolution}": "image"}
-        drop = [f"image_{r}" for r in config.resolutions if r != resolution] + ["error", "reason"]
-        fs, path = storage.resolve(storage.join(staging, "prepared", str(resolution)))
-        good.drop_columns(drop).rename_columns(keep).write_parquet(path, filesystem=fs)
-    quarantine = processed.filter(lambda row: row["error"] != "").drop_columns(
-        [f"image_{r}" for r in config.resolutions]
-    )
-    _write_table(quarantine.to_pandas(), storage.join(staging, "quarantine", "quarantine.parquet"))
+    quarantine = meta[meta["error"] != ""].sort_values("row_id")
+    _write_table(quarantine, storage.join(staging, "quarantine", "quarantine.parquet"))
 
     summary = _summary(meta, frame, config, input_fingerprint, run_key, manifest, out)
     summary["elapsed_s"] = round(time.perf_counter() - started, 2)
@@ -185,10 +177,27 @@ def _unit(seed: int, key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def prepare_batch(batch: pd.DataFrame, resolutions: list[int], max_bytes: int) -> pd.DataFrame:
-    """Decode, check and resize each row's image and settle its sentences; never raises per row."""
+def prepare_batch(
+    batch: pd.DataFrame, resolutions: list[int], max_bytes: int, staging: str | None = None
+) -> pd.DataFrame:
+    """Decode, check and resize each row's image and settle its sentences; never raises per row.
+
+    With ``staging``, the good rows are written there as one Parquet shard per resolution and
+    the returned rows carry no image bytes (one pass, images never cross the object store).
+    """
     records = [_prepare_row(row, resolutions, max_bytes) for row in batch.to_dict("records")]
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    if staging is None:
+        return frame
+    images = [f"image_{r}" for r in resolutions]
+    good = frame[frame["error"] == ""].drop(columns=["error", "reason"])
+    if len(good):
+        shard = f"part-{int(good['row_id'].min()):09d}.parquet"
+        for resolution in resolutions:
+            table = good.drop(columns=[c for c in images if c != f"image_{resolution}"])
+            table = table.rename(columns={f"image_{resolution}": "image"})
+            _write_table(table, storage.join(staging, "prepared", str(resolution), shard))
+    return frame.drop(columns=images)
 
 
 def _prepare_row(row: dict[str, Any], resolutions: list[int], max_bytes: int) -> dict[str, Any]:
