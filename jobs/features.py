@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(FeaturesJobConfig, args.config, args.set)
     except ValueError as err:
         parser.error(str(err))
+    config.storage.apply()
     connect()
     summary = compute_features(args.prepared, args.out, config)
     print(f"features: {summary['images']} images cached as {summary['key']}")

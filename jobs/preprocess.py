@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(PreprocessJobConfig, args.config, args.set)
     except ValueError as err:
         parser.error(str(err))
+    config.storage.apply()
     connect()
     summary = preprocess(args.manifest, args.out, config)
     print(

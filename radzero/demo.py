@@ -49,10 +49,11 @@ def log(message: str) -> None:
 
 
 def prepare_phantoms(out: Path, config: DemoConfig) -> Path:
-    """Generate the phantom set once per (count, size, seed, prevalence)."""
+    """Generate the phantom set once per (count, size, seed, prevalence, generator version)."""
     folder = out / "phantoms"
     stamp = folder / "generator.json"
     wanted = {k: getattr(config, k) for k in ("count", "size", "seed", "prevalence")}
+    wanted["generator_version"] = phantom.GENERATOR_VERSION
     manifest = folder / "manifest.csv"
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         log(f"phantoms: reusing {manifest}")

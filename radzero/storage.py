@@ -1,7 +1,8 @@
 """One place that turns a URI (``s3://bucket/prefix`` or a local path) into a filesystem and path.
 
 S3 settings come from the standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
-``AWS_DEFAULT_REGION``, credentials) or from :class:`S3Options`; any S3-compatible store works.
+``AWS_DEFAULT_REGION``, credentials), which a job's config can set (:class:`S3Options`); any
+S3-compatible store works.
 Transient errors are retried with exponential backoff, both inside the AWS SDK and around the
 small whole-object operations below.
 """
@@ -27,22 +28,29 @@ CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class S3Options:
-    """Overrides for the AWS environment; ``None`` keeps what the environment says."""
+    """S3 settings from a job's config; unset fields keep what the environment says."""
 
     endpoint_url: str | None = None
     region: str | None = None
-    retry_attempts: int | None = None  # default: RETRY_ATTEMPTS
+
+    def apply(self) -> None:
+        """Export the set fields as the standard AWS variables of this process.
+
+        Jobs call this before connecting to Ray, which passes them on to every worker.
+        """
+        if self.endpoint_url:
+            os.environ["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.region:
+            os.environ["AWS_REGION"] = self.region
 
 
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
-def resolve(
-    uri: str | os.PathLike, options: S3Options | None = None
-) -> tuple[pafs.FileSystem, str]:
+def resolve(uri: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """The filesystem for ``uri`` and the path to use with it (``bucket/key`` on S3)."""
     uri = str(uri)
     if is_s3(uri):
@@ -50,27 +58,20 @@ def resolve(
         if not parsed.netloc:
             raise ValueError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
         path = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
-        return s3_filesystem(options), path
+        return s3_filesystem(), path
     if "://" in uri:
         raise ValueError(f"unsupported URI scheme in {uri!r}: use s3:// or a local path")
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
-def s3_filesystem(options: S3Options | None = None) -> pafs.S3FileSystem:
-    """An S3 filesystem configured from ``options`` over the standard AWS environment."""
-    options = options or S3Options()
-    endpoint = (
-        options.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS environment."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     kwargs: dict = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "request_timeout": REQUEST_TIMEOUT_S,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(
-            max_attempts=options.retry_attempts or RETRY_ATTEMPTS
-        ),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=RETRY_ATTEMPTS),
     }
     if endpoint:
         parsed = urlparse(endpoint)

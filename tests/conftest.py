@@ -6,6 +6,7 @@ Every service a test starts listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -29,6 +30,13 @@ TINY_VISION = {
     },
     "image_size": 64,
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

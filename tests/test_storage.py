@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import os
 import threading
 import time
 
@@ -12,6 +12,7 @@ import pytest
 
 from radzero import storage
 from radzero.config import from_dict
+from tests.conftest import free_port
 
 
 def test_local_paths_resolve_to_absolute_local_files(tmp_path, monkeypatch) -> None:
@@ -34,6 +35,15 @@ def test_uri_errors_are_clear() -> None:
         storage.resolve("gs://bucket/key")
     with pytest.raises(ValueError, match="did you mean 'endpoint_url'"):
         from_dict(storage.S3Options, {"endpoint": "x"})
+
+
+def test_config_settings_become_the_aws_environment(monkeypatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_REGION"):  # restored after the test
+        monkeypatch.setenv(name, "unset")
+    storage.S3Options(endpoint_url="http://127.0.0.1:9", region="eu-west-3").apply()
+    fs, path = storage.resolve("s3://bucket/key")
+    assert (fs.region, path) == ("eu-west-3", "bucket/key")
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
 
 
 def test_join_and_parent_keep_the_uri_kind() -> None:
@@ -61,17 +71,11 @@ def test_s3_round_trip_through_the_aws_environment(s3_bucket) -> None:
     assert not storage.exists(f"{root}/a/one.bin")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_transient_outage_is_retried_with_backoff(s3_bucket, monkeypatch) -> None:
     from moto.server import ThreadedMotoServer
 
     # An endpoint that comes up only after the first attempts have failed.
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.3)
     late = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -88,7 +92,7 @@ def test_transient_outage_is_retried_with_backoff(s3_bucket, monkeypatch) -> Non
 
 
 def test_a_store_that_stays_down_fails_naming_the_uri(monkeypatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
     monkeypatch.setattr(storage, "RETRY_ATTEMPTS", 2)
     with pytest.raises(OSError, match=r"s3://nowhere/x.txt: failed after 2 attempts"):

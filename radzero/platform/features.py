@@ -48,6 +48,7 @@ class FeaturesJobConfig:
     actors: int = 1
     num_cpus: float = 1.0
     num_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs, else 0
+    storage: storage.S3Options = field(default_factory=storage.S3Options)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.actors < 1 or self.num_cpus <= 0:

@@ -74,6 +74,7 @@ class PreprocessJobConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     max_image_mb: float = 64.0
     batch_rows: int = 128  # rows per task and per Parquet shard
+    storage: storage.S3Options = field(default_factory=storage.S3Options)
 
     def __post_init__(self) -> None:
         if not self.resolutions or any(int(r) < 16 for r in self.resolutions):
