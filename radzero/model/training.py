@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from radzero.model.distributed import average_gradients, gather_batch
 from radzero.model.loss import mp_nce_loss
 from radzero.model.radzero import RadZero
 
@@ -63,12 +64,19 @@ def sentence_ids(sentences: Sequence[str]) -> torch.Tensor:
 
 
 def batch_loss(model: RadZero, batch: Batch, config: TrainConfig) -> torch.Tensor:
-    """MP-NCE of one batch, with the loss options of ``config``."""
-    logits = model(batch.sentences, pixels=batch.pixels, features=batch.features)
-    ids = sentence_ids(batch.sentences).to(logits.device) if config.mask_false_negatives else None
-    return mp_nce_loss(
-        logits, batch.owner.to(logits.device), sentence_ids=ids, average=config.average_loss
-    )
+    """MP-NCE of one batch, with the loss options of ``config``.
+
+    Under ``torch.distributed`` the batch is the global one: the encodings of every worker are
+    gathered (with autograd) before VL-CABS, so each worker's loss sees all negatives.
+    """
+    backbone = model.backbone_tokens(batch.pixels) if batch.features is None else batch.features
+    tokens = model.image_tokens(backbone)
+    text = model.encode_text(batch.sentences)
+    owner = batch.owner.to(tokens.device)
+    tokens, text, owner, sentences = gather_batch(tokens, text, owner, batch.sentences)
+    logits, _ = model.score(tokens, text)
+    ids = sentence_ids(sentences).to(logits.device) if config.mask_false_negatives else None
+    return mp_nce_loss(logits, owner, sentence_ids=ids, average=config.average_loss)
 
 
 def train_step(
@@ -87,6 +95,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    average_gradients(params)
     grad_norm = nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
     optimizer.step()
     lr = max(group["lr"] for group in optimizer.param_groups)  # the head's rate

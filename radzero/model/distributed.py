@@ -1,0 +1,82 @@
+"""The global batch across data-parallel workers: every worker's loss sees every worker's negatives.
+
+Each worker encodes its own images and sentences, then :func:`gather_batch` concatenates the
+encodings of all workers in rank order with autograd (as open_clip gathers CLIP features), so
+VL-CABS and MP-NCE run over the global batch. Every worker computes the same global loss; the
+all-gather's backward sums the workers' gradients into each local encoding, and
+:func:`average_gradients` then divides by the world size, which leaves each worker with the
+exact gradient of the global loss. Plain ``torch.distributed``: no Ray here, and one process
+(or no process group) is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def world_size() -> int:
+    """Workers in the default process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (n_r, ...) of every worker along dim 0; n_r may differ per worker."""
+    if world_size() == 1:
+        return x
+    sizes = _gather_sizes(x.shape[0], x.device)
+    longest = max(sizes)
+    padded = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
+    parts = dist_fn.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+def gather_batch(
+    tokens: torch.Tensor, text: torch.Tensor, owner: torch.Tensor, sentences: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """The global batch: image tokens, sentence embeddings, owners (as global image indices)
+    and sentence strings of all workers, in rank order."""
+    if world_size() == 1:
+        return tokens, text, owner, list(sentences)
+    images = _gather_sizes(tokens.shape[0], tokens.device)
+    rank = dist.get_rank()
+    offset = sum(images[:rank])
+    all_owner = torch.cat(_all_gather_padded(owner + offset))
+    all_sentences: list[list[str]] = [[] for _ in images]
+    dist.all_gather_object(all_sentences, list(sentences))
+    return (
+        gather_with_grad(tokens),
+        gather_with_grad(text),
+        all_owner,
+        [s for part in all_sentences for s in part],
+    )
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``parameters`` over the workers (in place)."""
+    size = world_size()
+    if size == 1:
+        return
+    for param in parameters:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad.div_(size)
+
+
+def _gather_sizes(n: int, device: torch.device) -> list[int]:
+    local = torch.tensor([n], device=device)
+    sizes = [torch.zeros_like(local) for _ in range(world_size())]
+    dist.all_gather(sizes, local)
+    return [int(s) for s in sizes]
+
+
+def _all_gather_padded(x: torch.Tensor) -> list[torch.Tensor]:
+    """All-gather without autograd, for index tensors whose length differs per worker."""
+    sizes = _gather_sizes(x.shape[0], x.device)
+    padded = torch.cat([x, x.new_zeros(max(sizes) - x.shape[0])])
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return [part[:n] for part, n in zip(parts, sizes, strict=True)]
