@@ -8,27 +8,17 @@ a phantom folder or a MIMIC-CXR root. Works directly and through `ray job submit
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from radzero.config import load_config
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
-from radzero.platform.session import connect
+from radzero.platform.session import job_arguments, start_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = job_arguments(__doc__, PreprocessJobConfig)
     parser.add_argument("--manifest", required=True, help="manifest file or dataset root URI")
     parser.add_argument("--out", required=True, help="output URI")
-    parser.add_argument("--config", help="YAML file of PreprocessJobConfig fields")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(PreprocessJobConfig, args.config, args.set)
-    except ValueError as err:
-        parser.error(str(err))
-    config.storage.apply()
-    connect()
+    args, config = start_job(parser, PreprocessJobConfig, argv)
     summary = preprocess(args.manifest, args.out, config)
     print(
         f"preprocess: {summary['rows_out']} of {summary['rows_in']} rows prepared, "

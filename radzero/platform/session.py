@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import ray
+
+from radzero.config import load_config
+
+T = TypeVar("T")
+
+
+def job_arguments(doc: str, config: type) -> argparse.ArgumentParser:
+    """A job's parser with the shared ``--config FILE`` and ``--set key=value ...`` options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--config", help=f"YAML file of {config.__name__} fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
+    return parser
+
+
+def start_job(
+    parser: argparse.ArgumentParser, config: type[T], argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, T]:
+    """Parse the arguments and the config (usage error on a bad key), then connect to Ray."""
+    args = parser.parse_args(argv)
+    try:
+        loaded: Any = load_config(config, args.config, args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    loaded.storage.apply()
+    connect()
+    return args, loaded
 
 
 def connect() -> None:
