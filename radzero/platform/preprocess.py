@@ -207,6 +207,14 @@ def _prepare_row(row: dict[str, Any], resolutions: list[int], max_bytes: int) ->
     result.update({f"image_{r}": None for r in resolutions})
     result["sentences"] = list(row["sentences"])
     try:
+        # Sentences first: a row without any is quarantined before its image is decoded.
+        if not result["sentences"] and not result["sentence_source"]:
+            if not row["report"].strip():
+                raise _Quarantine("empty report", "no report text and no sentences")
+            result["sentences"] = extract_findings(row["report"])
+            result["sentence_source"] = "rules"
+        if not result["sentences"]:
+            raise _Quarantine("no sentences", "no finding-sentence could be extracted")
         data = storage.read_bytes(result["source"])
         if len(data) > max_bytes:
             raise _Quarantine(
@@ -217,13 +225,6 @@ def _prepare_row(row: dict[str, Any], resolutions: list[int], max_bytes: int) ->
         result["height"], result["width"] = gray.shape
         for resolution in resolutions:
             result[f"image_{resolution}"] = encode_png(gray, resolution)
-        if not result["sentences"] and not result["sentence_source"]:
-            if not row["report"].strip():
-                raise _Quarantine("empty report", "no report text and no sentences")
-            result["sentences"] = extract_findings(row["report"])
-            result["sentence_source"] = "rules"
-        if not result["sentences"]:
-            raise _Quarantine("no sentences", "no finding-sentence could be extracted")
     except _Quarantine as bad:
         result["error"], result["reason"] = bad.category, bad.detail
     except FileNotFoundError as err:
@@ -259,12 +260,14 @@ def _llm_sentences(rows: ray.data.Dataset, config: LLMConfig) -> ray.data.Datase
     """Send the rows that need sentences (a report, none given) through the LLM backend."""
     from radzero.platform import llm
 
-    needs = rows.filter(lambda row: len(row["sentences"]) == 0 and row["report"].strip() != "")
-    keeps = rows.filter(
-        lambda row: not (len(row["sentences"]) == 0 and row["report"].strip() != "")
-    )
+    needs = rows.filter(_needs_extraction)
+    keeps = rows.filter(lambda row: not _needs_extraction(row))
     extracted = llm.extract_sentences(needs, config).map(_llm_source)
     return keeps.union(extracted)
+
+
+def _needs_extraction(row: dict[str, Any]) -> bool:
+    return len(row["sentences"]) == 0 and row["report"].strip() != ""
 
 
 def _llm_source(row: dict[str, Any]) -> dict[str, Any]:
