@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
 
 from radzero import storage
@@ -135,6 +136,8 @@ def test_a_crashed_run_is_never_read_and_a_rerun_replaces_it(ray_local, tmp_path
         read_prepared(str(out), 32)
     summary = preprocess(str(source), str(out), PreprocessJobConfig(resolutions=[32]))
     assert summary["rows_out"] == 4 and not stale.exists()
+    # The job turns Ray Data's operator reservation off for its own dataset only.
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled
     assert read_prepared(str(out), 32).count() == 4
     assert not (out / outputs.STAGING).exists() or not any((out / outputs.STAGING).iterdir())
 
