@@ -62,6 +62,16 @@ def _dataclass_in(hint: Any) -> type | None:
     return None
 
 
+def path_field(default: str | None) -> Any:
+    """A config field holding a local path or URI; jobs resolve relative paths on start-up."""
+    return dataclasses.field(default=default, metadata={"path": True})
+
+
+def path_fields(config: Any) -> list[str]:
+    """Names of the top-level fields of ``config`` declared with :func:`path_field`."""
+    return [f.name for f in dataclasses.fields(config) if f.metadata.get("path")]
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A plain dict of a config dataclass (JSON- and YAML-friendly)."""
     return dataclasses.asdict(config)
@@ -95,8 +105,17 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
-    """The defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides."""
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    section: str | None = None,
+) -> T:
+    """The defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides.
+
+    A file whose top level is ``jobs: {<section>: {...}, ...}`` holds the configs of several
+    jobs; ``section`` picks this job's (a job without a section there gets its defaults).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text()
@@ -106,5 +125,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
             raise ValueError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(data, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
+        if section is not None and set(data) == {"jobs"}:
+            jobs = data["jobs"] if isinstance(data["jobs"], dict) else {}
+            data = jobs.get(section) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"config file {path}: jobs.{section} must be a mapping")
     data = deep_merge(data, parse_overrides(overrides))
     return from_dict(cls, deep_merge(to_dict(cls()), data))

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from radzero.data import phantom
+from radzero.model import RadZero, get_model_config
+from radzero.platform.session import resolve_path
 from tests.conftest import TINY_VISION, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +51,12 @@ def test_bad_config_keys_stop_the_job_before_any_work(tmp_path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_preprocess_and_features_through_ray_job_submit(tmp_path) -> None:
-    """A local cluster on 127.0.0.1 (`ray start --head`), both jobs submitted with --working-dir."""
-    phantom.write_dataset(tmp_path / "raw", 6, size=64, seed=4)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[tuple[str, dict]]:
+    """A local cluster on 127.0.0.1 (`ray start --head`) with its own ports: (address, env)."""
+    home = tmp_path_factory.mktemp("home")
     ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: socket paths have a limit
-    env = {"RAY_TMPDIR": str(ray_dir), "HOME": str(tmp_path)}
+    env = {"RAY_TMPDIR": str(ray_dir), "HOME": str(home)}
     port = free_port()
     # Every port of its own: the session's local Ray may hold the default agent ports.
     agents = [
@@ -88,43 +92,56 @@ def test_preprocess_and_features_through_ray_job_submit(tmp_path) -> None:
     address = f"http://127.0.0.1:{port}"
     try:
         _wait_for_jobs_api(address, head, env, ray_dir / "head.log")
-        for script, args in (
-            (
-                "jobs/preprocess.py",
-                [
-                    "--manifest",
-                    str(tmp_path / "raw"),
-                    "--out",
-                    str(tmp_path / "out"),
-                    "--set",
-                    "resolutions=[64]",
-                ],
-            ),
-            (
-                "jobs/features.py",
-                [
-                    "--prepared",
-                    str(tmp_path / "out"),
-                    "--out",
-                    str(tmp_path / "out"),
-                    "--set",
-                    f"vision={TINY}",
-                ],
-            ),
-        ):
-            command = [RAY, "job", "submit", "--address", address, "--working-dir", "."]
-            submitted = run(*command, "--", sys.executable, script, *args, env=env)
-            assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-            assert "succeeded" in (submitted.stdout + submitted.stderr).lower()
-        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-        assert summary["rows_out"] == 6 and summary["quarantined"] == 0
-        features = list((tmp_path / "out" / "features").glob("*/_SUCCESS.json"))
-        assert len(features) == 1
+        yield address, env
     finally:
         head.terminate()
         head.wait(timeout=60)
         log.close()
         shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def submit(cluster: tuple[str, dict], *args: str, root: Path | None = None):
+    """``ray job submit --working-dir .`` of ``args``, with RADZERO_ROOT when ``root`` is set."""
+    address, env = cluster
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", "."]
+    if root is not None:
+        command += ["--runtime-env-json", json.dumps({"env_vars": {"RADZERO_ROOT": str(root)}})]
+    return run(*command, "--", sys.executable, *args, env=env)
+
+
+def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None:
+    """preprocess -> features -> train for configs/local.yaml, as submitted jobs."""
+    phantom.write_dataset(tmp_path / "runs" / "local" / "phantoms", 40, size=224, seed=4)
+    for script in ("jobs/preprocess.py", "jobs/features.py", "jobs/train.py"):
+        done = submit(cluster, script, "--config", "configs/local.yaml", root=tmp_path)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "succeeded" in (done.stdout + done.stderr).lower()
+    local = tmp_path / "runs" / "local"
+    summary = json.loads((local / "data" / "summary.json").read_text())
+    assert summary["rows_out"] == 40 and summary["quarantined"] == 0
+    assert len(list((local / "data" / "features").glob("*/_SUCCESS.json"))) == 1
+    trained = json.loads((local / "train" / "local" / "summary.json").read_text())
+    assert trained["epochs"] == 4 and trained["model"] == str(local / "train" / "local" / "model")
+    model = RadZero.from_pretrained(trained["model"])
+    assert model.config.to_dict() == get_model_config("radzero-tiny-local").to_dict()
+
+
+def test_a_relative_path_in_a_submitted_job_needs_radzero_root(cluster) -> None:
+    done = submit(cluster, "jobs/preprocess.py", "--config", "configs/local.yaml")
+    assert done.returncode != 0
+    assert "RADZERO_ROOT" in done.stdout + done.stderr
+
+
+def test_relative_paths_resolve_from_radzero_root_else_the_working_directory(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RADZERO_ROOT", raising=False)
+    assert resolve_path("runs/x") == str(tmp_path / "runs" / "x")
+    assert resolve_path("s3://bucket/runs") == "s3://bucket/runs"
+    monkeypatch.setenv("RADZERO_ROOT", str(tmp_path / "root"))
+    assert resolve_path("runs/x") == str(tmp_path / "root" / "runs" / "x")
+    assert resolve_path("/abs/x") == "/abs/x"
 
 
 def _wait_for_jobs_api(address: str, head: subprocess.Popen, env: dict, log: Path) -> None:
@@ -140,7 +157,7 @@ def _wait_for_jobs_api(address: str, head: subprocess.Popen, env: dict, log: Pat
     raise AssertionError(f"the jobs API at {address} did not come up within 120 s")
 
 
-@pytest.mark.parametrize("script", ["jobs/preprocess.py", "jobs/features.py"])
+@pytest.mark.parametrize("script", ["jobs/preprocess.py", "jobs/features.py", "jobs/train.py"])
 def test_job_help_names_its_arguments(script) -> None:
     done = run(sys.executable, script, "--help")
-    assert done.returncode == 0 and "--out" in done.stdout and "--set" in done.stdout
+    assert done.returncode == 0 and "--config" in done.stdout and "--set" in done.stdout

@@ -55,6 +55,14 @@ def gather_batch(
     )
 
 
+def broadcast_parameters(module: torch.nn.Module, source: int = 0) -> None:
+    """Give every worker rank ``source``'s parameters and buffers (in place)."""
+    if world_size() == 1:
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=source)
+
+
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Average the gradients of ``parameters`` over the workers (in place)."""
     size = world_size()

@@ -42,6 +42,11 @@ class Batch:
     pixels: torch.Tensor | None = None
     features: torch.Tensor | None = None
 
+    def __len__(self) -> int:
+        """The number of images."""
+        images = self.features if self.features is not None else self.pixels
+        return 0 if images is None else images.shape[0]
+
 
 def select_sentences(
     per_image: Sequence[Sequence[str]], multi_positive: bool, rng: random.Random
@@ -63,17 +68,22 @@ def sentence_ids(sentences: Sequence[str]) -> torch.Tensor:
     return torch.tensor([ids.setdefault(s, len(ids)) for s in sentences], dtype=torch.long)
 
 
-def batch_loss(model: RadZero, batch: Batch, config: TrainConfig) -> torch.Tensor:
+def batch_loss(
+    model: RadZero, batch: Batch, config: TrainConfig, global_batch: bool = True
+) -> torch.Tensor:
     """MP-NCE of one batch, with the loss options of ``config``.
 
     Under ``torch.distributed`` the batch is the global one: the encodings of every worker are
     gathered (with autograd) before VL-CABS, so each worker's loss sees all negatives.
+    ``global_batch=False`` keeps to this worker's batch (validation on a worker's own data).
     """
     backbone = model.backbone_tokens(batch.pixels) if batch.features is None else batch.features
     tokens = model.image_tokens(backbone)
     text = model.encode_text(batch.sentences)
     owner = batch.owner.to(tokens.device)
-    tokens, text, owner, sentences = gather_batch(tokens, text, owner, batch.sentences)
+    sentences = list(batch.sentences)
+    if global_batch:
+        tokens, text, owner, sentences = gather_batch(tokens, text, owner, sentences)
     logits, _ = model.score(tokens, text)
     ids = sentence_ids(sentences).to(logits.device) if config.mask_false_negatives else None
     return mp_nce_loss(logits, owner, sentence_ids=ids, average=config.average_loss)

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from radzero import storage
-from radzero.config import deep_merge, from_dict, to_dict
+from radzero.config import deep_merge, from_dict, path_field, to_dict
 from radzero.data.images import read_image, to_pixels
 from radzero.model import get_model_config
 from radzero.model.backbone import FrozenBackbone
@@ -39,8 +39,13 @@ _DROP = ("image", "report")
 
 @dataclass
 class FeaturesJobConfig:
-    """Which backbone runs over which prepared resolution, and how the actors are sized."""
+    """Which backbone runs over which prepared resolution, and how the actors are sized.
 
+    ``prepared`` is a finished preprocessing output; the tokens go under ``out``/features.
+    """
+
+    prepared: str = path_field("")
+    out: str = path_field("")
     model: str = "radzero-tiny-local"  # an architecture config: its vision section is used
     vision: dict[str, Any] = field(default_factory=dict)  # overrides of that vision section
     resolution: int | None = None  # None: the backbone's input size
@@ -68,6 +73,16 @@ def backbone_name(vision: VisionConfig) -> str:
         return vision.checkpoint.strip("/").replace("/", "--")
     spec = json.dumps({"hf_config": vision.hf_config, "seed": vision.seed}, sort_keys=True)
     return "random-" + hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+
+def cache_location(prepared: str, out: str, vision: VisionConfig, resolution: int) -> str:
+    """Where the tokens of ``vision`` at ``resolution`` over ``prepared`` are cached under ``out``.
+
+    The folder is ``<out>/features/<backbone>-<resolution>-<prepared fingerprint>``.
+    """
+    summary = json.loads(storage.read_text(storage.join(prepared, "summary.json")))
+    key = f"{backbone_name(vision)}-{resolution}-{summary['fingerprint'][:12]}"
+    return storage.join(out, "features", key)
 
 
 class TokenEncoder:
@@ -108,8 +123,8 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
             f"the backbone needs {resolution} px images but {prepared} holds only "
             f"{prepared_summary['resolutions']}; preprocess with resolutions including {resolution}"
         )
-    key = f"{backbone_name(vision)}-{resolution}-{prepared_summary['fingerprint'][:12]}"
-    target = storage.join(out, "features", key)
+    target = cache_location(prepared, out, vision, resolution)
+    key = target.rstrip("/").rsplit("/", 1)[-1]
     run_key = hashlib.sha256(
         f"{key}:{json.dumps(to_dict(vision), sort_keys=True)}".encode()
     ).hexdigest()

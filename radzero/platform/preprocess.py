@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from radzero import storage
-from radzero.config import to_dict
+from radzero.config import path_field, path_fields, to_dict
 from radzero.data.images import read_image, resize, reuse_freed_memory
 from radzero.data.manifest import load_manifest
 from radzero.data.sentences import extract_findings
@@ -66,8 +66,10 @@ class SplitConfig:
 
 @dataclass
 class PreprocessJobConfig:
-    """What the preprocessing job does with a manifest."""
+    """What the preprocessing job does with a manifest; ``manifest`` and ``out`` are URIs."""
 
+    manifest: str = path_field("")
+    out: str = path_field("")
     resolutions: list[int] = field(default_factory=lambda: [224])
     sentences: Literal["rules", "llm"] = "rules"  # for rows with a report and no sentences
     llm: LLMConfig | None = None
@@ -93,7 +95,7 @@ def preprocess(manifest: str, out: str, config: PreprocessJobConfig | None = Non
     started = time.perf_counter()
     frame = normalise_manifest(load_manifest(manifest), manifest)
     input_fingerprint = _fingerprint(frame.to_json(orient="records", default_handler=str))
-    run_key = _fingerprint(input_fingerprint, json.dumps(to_dict(config), sort_keys=True))
+    run_key = _fingerprint(input_fingerprint, json.dumps(_settings(config), sort_keys=True))
     finished = outputs.finished(out)
     if finished is not None and finished.get("run_key") == run_key:
         log.info("preprocess: %s already holds this run (same manifest and config)", out)
@@ -296,6 +298,11 @@ def _write_table(frame: pd.DataFrame, uri: str) -> None:
     storage.with_retries(lambda: pq.write_table(table, path, filesystem=fs), f"write {uri}")
 
 
+def _settings(config: PreprocessJobConfig) -> dict[str, Any]:
+    """The config without its paths (they are arguments of the run, not settings)."""
+    return {k: v for k, v in to_dict(config).items() if k not in path_fields(config)}
+
+
 def _fingerprint(*parts: str) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -334,7 +341,7 @@ def _summary(
         },
         "sentence_sources": dict(Counter(ok["sentence_source"])),
         "resolutions": [int(r) for r in config.resolutions],
-        "config": to_dict(config),
+        "config": _settings(config),
         "input_fingerprint": input_fingerprint,
         "fingerprint": fingerprint,
         "run_key": run_key,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
 
-from radzero.config import load_config
+from radzero.config import load_config, path_fields
+
+ROOT_VARIABLE = "RADZERO_ROOT"
 
 T = TypeVar("T")
 
@@ -24,17 +28,76 @@ def job_arguments(doc: str, config: type) -> argparse.ArgumentParser:
 
 
 def start_job(
-    parser: argparse.ArgumentParser, config: type[T], argv: Sequence[str] | None
+    parser: argparse.ArgumentParser,
+    config: type[T],
+    argv: Sequence[str] | None,
+    section: str,
+    paths: Mapping[str, str] | None = None,
 ) -> tuple[argparse.Namespace, T]:
-    """Parse the arguments and the config (usage error on a bad key), then connect to Ray."""
+    """Parse the arguments and the config, resolve its paths, then connect to Ray.
+
+    ``section`` names this job in a multi-job config file; ``paths`` maps command-line options
+    to the path fields they set. A bad key or path is a usage error.
+    """
     args = parser.parse_args(argv)
     try:
-        loaded: Any = load_config(config, args.config, args.set)
+        loaded: Any = load_config(config, args.config, args.set, section=section)
+        for option, name in (paths or {}).items():
+            if getattr(args, option) is not None:
+                setattr(loaded, name, getattr(args, option))
+        for name in path_fields(loaded):
+            if getattr(loaded, name):
+                setattr(loaded, name, resolve_path(getattr(loaded, name)))
     except ValueError as err:
         parser.error(str(err))
     loaded.storage.apply()
     connect()
     return args, loaded
+
+
+def require(parser: argparse.ArgumentParser, config: Any, *names: str) -> None:
+    """A usage error naming the path fields that neither the options nor the config set."""
+    missing = [name for name in names if not getattr(config, name)]
+    if missing:
+        parser.error(f"set {', '.join(missing)} (as an option or in the config)")
+
+
+def resolve_path(path: str) -> str:
+    """A config path as a job uses it, the same whether it runs directly or as a Ray job.
+
+    URIs and absolute paths are kept (``~`` expanded). A relative path is taken from
+    ``$RADZERO_ROOT`` when set, else from the working directory; under ``ray job submit`` with
+    a ``working_dir`` that directory is Ray's temporary copy, so there RADZERO_ROOT is required.
+    """
+    if "://" in path:
+        return path
+    expanded = Path(path).expanduser()
+    if expanded.is_absolute():
+        return str(expanded)
+    root = os.environ.get(ROOT_VARIABLE)
+    if root:
+        return str(Path(root).expanduser().resolve() / expanded)
+    if _in_uploaded_working_dir():
+        raise ValueError(
+            f"path {path!r} is relative, and this job runs in Ray's temporary copy of its "
+            f"working_dir, where it would be lost: give an absolute path or a URI, or submit with "
+            f'--runtime-env-json \'{{"env_vars": {{"{ROOT_VARIABLE}": "$PWD"}}}}\''
+        )
+    return str(expanded.resolve())
+
+
+def _submitted_runtime_env() -> dict[str, Any]:
+    """The runtime_env of ``ray job submit`` when this driver was started by it, else {}."""
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return job.get("runtime_env") or {}
+
+
+def _in_uploaded_working_dir() -> bool:
+    """Whether this driver was started by ``ray job submit`` with a ``working_dir``."""
+    return bool(_submitted_runtime_env().get("working_dir"))
 
 
 def connect() -> None:
@@ -56,6 +119,8 @@ def connect() -> None:
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_EC2_METADATA_DISABLED",
+        ROOT_VARIABLE,
     )
-    env = {key: os.environ[key] for key in passed if key in os.environ}
+    given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
+    env = {key: os.environ[key] for key in passed if key in os.environ and key not in given}
     ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)

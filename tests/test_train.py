@@ -1,0 +1,126 @@
+"""Ray Train end to end on phantom tokens: two workers, checkpoints, a worker fault, early stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from radzero import storage
+from radzero.config import deep_merge, from_dict
+from radzero.data import phantom
+from radzero.model import RadZero
+from radzero.model.checkpoint import read_training_state
+from radzero.platform.features import FeaturesJobConfig, compute_features
+from radzero.platform.preprocess import PreprocessJobConfig, preprocess
+from radzero.platform.train import TrainJobConfig, train
+from tests.conftest import TINY_VISION
+
+METRICS = {"loss", "lr", "temperature", "images_per_s", "steps_per_s", "val_loss", "val_auc"}
+STEPS_PER_EPOCH = 6  # 45 training phantoms: 22 per worker (equal split), batches of 4
+
+
+@pytest.fixture(scope="module")
+def data(ray_local, tmp_path_factory) -> str:
+    """64 phantoms at 64 px, preprocessed and their tiny-backbone tokens cached."""
+    root = tmp_path_factory.mktemp("train")
+    phantom.write_dataset(root / "raw", 64, size=64, seed=0)
+    config = PreprocessJobConfig(resolutions=[64])
+    summary = preprocess(str(root / "raw"), str(root / "data"), config)
+    assert summary["splits"]["train"] == 45
+    features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=16)
+    compute_features(str(root / "data"), str(root / "data"), features)
+    return str(root / "data")
+
+
+def _config(data: str, storage_path: Path, **overrides) -> TrainJobConfig:
+    base = {
+        "name": "tiny",
+        "data": data,
+        "model_overrides": {
+            "vision": dict(TINY_VISION),
+            "align": {"layers": 1, "heads": 2},
+            "text": {"trainable": False},
+        },
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "storage_path": str(storage_path),
+    }
+    return from_dict(TrainJobConfig, deep_merge(base, overrides))
+
+
+def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:
+    config = _config(data, tmp_path, checkpoint={"keep": 1}, tensorboard=str(tmp_path / "tb"))
+    summary = train(config)
+
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
+    history = summary["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(set(row) >= METRICS for row in history)
+    assert all(0.0 <= row["val_auc"] <= 1.0 and row["images_per_s"] > 0 for row in history)
+    best_epoch = max(history, key=lambda row: row["val_auc"])["epoch"]
+    assert summary["best"]["epoch"] == best_epoch
+
+    run = tmp_path / "tiny"
+    kept = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == 1  # checkpoint.keep
+    assert read_training_state(kept[0])["epoch"] == best_epoch
+    model = RadZero.from_pretrained(summary["model"])
+    saved = RadZero.from_pretrained(kept[0])
+    for name, value in model.trainable_state_dict().items():
+        torch.testing.assert_close(value, saved.trainable_state_dict()[name], rtol=0, atol=0)
+    probabilities = model.classify(None, ["pneumothorax"], features=torch.randn(2, 17, 64))
+    assert probabilities.shape == (2, 1)
+    assert storage.exists(str(run / "summary.json"))
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_worker_failure_resumes_from_the_last_checkpoint(data, tmp_path) -> None:
+    """A worker raises once in epoch 2; the group restarts from epoch 1's checkpoint."""
+    marker, steps = tmp_path / "failed-once", tmp_path / "steps.txt"
+
+    def fail_once(step: int, rank: int) -> None:
+        if rank == 0:
+            with open(steps, "a") as out:
+                out.write(f"{step}\n")
+        if step == 10 and rank == 1 and not marker.exists():
+            marker.touch()
+            raise RuntimeError("injected worker failure")
+
+    summary = train(_config(data, tmp_path, max_failures=1), on_step=fail_once)
+
+    assert marker.exists()
+    assert summary["steps"] == 2 * STEPS_PER_EPOCH
+    seen = [int(line) for line in steps.read_text().split()]
+    resumed_at = seen.index(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH + 1)  # the second time
+    assert seen[:resumed_at] == list(range(1, resumed_at + 1))  # to the failure, no further
+    assert seen[resumed_at:] == list(range(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH + 1))
+
+
+def test_early_stopping_and_training_from_images(data, tmp_path) -> None:
+    """With lr 0 nothing improves: patience 1 stops after the second epoch."""
+    config = _config(
+        data,
+        tmp_path,
+        source="images",
+        patience=1,
+        train={"epochs": 4, "lr": 0.0},
+        scaling={"num_workers": 1, "cpus_per_worker": 1.0},
+        checkpoint={"metric": "val_loss", "mode": "min"},
+    )
+    summary = train(config)
+    assert summary["epochs"] == 2
+    assert summary["history"][0]["val_loss"] == pytest.approx(summary["history"][1]["val_loss"])
+
+
+def test_config_errors_are_clear(data, tmp_path) -> None:
+    with pytest.raises(ValueError, match="must divide evenly"):
+        _config(data, tmp_path, train={"batch_size": 9})
+    with pytest.raises(ValueError, match="unknown config key"):
+        _config(data, tmp_path, epochs=3)
+    with pytest.raises(ValueError, match=r"classes \['effusion'\] are not label columns"):
+        train(_config(data, tmp_path, classes=["effusion"]))
+    other = {"vision": {**TINY_VISION, "seed": 7}}
+    with pytest.raises(FileNotFoundError, match="no finished features output"):
+        train(_config(data, tmp_path, model_overrides=other))
