@@ -1,4 +1,4 @@
-"""The demo job: phantoms -> frozen features -> training -> zero-shot evaluation.
+"""The demo job: phantoms -> preprocess -> features -> Ray Train -> zero-shot evaluation.
 
 python jobs/demo.py --out runs/demo [--count 1500] [--epochs 15] [--model radzero-tiny-local]
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from radzero.demo import demo_config, run_demo
+from radzero.platform.demo import demo_config, run_demo
 
 
 def main(argv: list[str] | None = None) -> int:

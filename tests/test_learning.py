@@ -9,11 +9,11 @@ from PIL import Image
 
 from radzero.data.images import load_image
 from radzero.data.phantom import FINDINGS
-from radzero.demo import demo_config, run_demo
 from radzero.model import RadZero
+from radzero.platform.demo import demo_config, run_demo
 
 
-def test_training_on_phantoms_learns_to_classify_and_point(tmp_path):
+def test_training_on_phantoms_learns_to_classify_and_point(ray_local, tmp_path):
     config = demo_config({"count": 1000, "train": {"epochs": 8}, "figure_examples": 3})
     metrics = run_demo(tmp_path, config)
 

@@ -40,7 +40,7 @@ def data(ray_local, tmp_path_factory) -> str:
     return str(root / "data")
 
 
-def _config(data: str, storage_path: Path, **overrides) -> TrainJobConfig:
+def _config(data: str, storage_path: Path | str, **overrides) -> TrainJobConfig:
     base = {
         "name": "tiny",
         "data": data,
@@ -179,3 +179,20 @@ def test_config_errors_are_clear(data, tmp_path) -> None:
     other = {"vision": {**TINY_VISION, "seed": 7}}
     with pytest.raises(FileNotFoundError, match="no finished features output"):
         train(_config(data, tmp_path, model_overrides=other))
+
+
+def test_checkpoints_and_the_export_go_to_s3(data, s3_bucket, tmp_path) -> None:
+    """storage_path on the local S3 endpoint: checkpoints, history and the exported model."""
+    root = f"s3://{s3_bucket}/runs"
+    config = _config(data, root, train={"epochs": 1})
+    config.scaling.num_workers = 1
+    summary = train(config)
+
+    assert summary["model"] == f"{root}/tiny/model"
+    files = storage.list_files(f"{root}/tiny")
+    assert any("/checkpoint_" in f and f.endswith("training_state.json") for f in files), files
+    local = tmp_path / "model"
+    for name in ("config.json", "model.safetensors"):
+        (local / name).parent.mkdir(exist_ok=True)
+        (local / name).write_bytes(storage.read_bytes(f"{summary['model']}/{name}"))
+    assert RadZero.from_pretrained(local).trainable_state_dict().keys()

@@ -88,7 +88,7 @@ def test_train_steps_fit_a_small_batch(tiny_config):
 
 
 def test_demo_config_rejects_unknown_keys_and_keeps_defaults():
-    from radzero.demo import DemoConfig, demo_config
+    from radzero.platform.demo import DemoConfig, demo_config
 
     config = demo_config({"train": {"epochs": 2}})
     assert config.train.epochs == 2 and config.train.lr == DemoConfig().train.lr

@@ -68,10 +68,14 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     size = world_size()
     if size == 1:
         return
-    for param in parameters:
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad.div_(size)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce, not one per parameter
+    dist.all_reduce(flat)
+    flat.div_(size)
+    for grad, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        grad.copy_(part.view_as(grad))
 
 
 def _gather_sizes(n: int, device: torch.device) -> list[int]:

@@ -1,12 +1,16 @@
-"""The embedded-default demo: phantoms -> frozen features -> training -> zero-shot evaluation.
+"""The embedded-default demo: phantoms -> preprocess -> features -> Ray Train -> evaluation.
 
-Runs on a laptop CPU in minutes and writes ``metrics.json``, a Markdown report with figures
-and the trained model (``save_pretrained`` format) under the output folder.
+The platform's jobs end to end on a local Ray with a local folder as storage: Ray Data
+preprocesses the phantoms and caches the frozen backbone's tokens, Ray Train trains with the
+global-batch MP-NCE and exports the best epoch (by validation AUC), and the held-out test split
+is scored from the cached tokens. Runs on a laptop CPU in minutes and writes ``metrics.json``,
+a Markdown report with figures and the trained model under the output folder.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,13 +20,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from radzero.config import deep_merge, from_dict
+from radzero.config import deep_merge, from_dict, to_dict
 from radzero.data import phantom
-from radzero.data.images import load_image, read_image
-from radzero.data.manifest import read_manifest
+from radzero.data.images import read_image
 from radzero.eval import figures, zeroshot
-from radzero.model import RadZero, RadZeroConfig, get_model_config
-from radzero.model.training import TrainConfig, fit
+from radzero.model import RadZero
+from radzero.model.training import TrainConfig
+from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
+from radzero.platform.preprocess import PreprocessJobConfig, preprocess
+from radzero.platform.session import connect
+from radzero.platform.train import ScalingSection, TrainJobConfig, train
 
 
 @dataclass
@@ -41,7 +48,7 @@ class DemoConfig:
         )
     )
     figure_examples: int = 6
-    keep_best: bool = True  # keep the weights of the epoch with the best validation AUC
+    workers: int = 2  # Ray Train workers; the global batch is train.batch_size
 
 
 def log(message: str) -> None:
@@ -66,17 +73,6 @@ def prepare_phantoms(out: Path, config: DemoConfig) -> Path:
     return manifest
 
 
-@torch.no_grad()
-def encode_split(model: RadZero, frame: pd.DataFrame, batch_size: int = 64) -> torch.Tensor:
-    """Decode, preprocess and run the frozen backbone over a manifest's images in batches."""
-    parts = []
-    for start in range(0, len(frame), batch_size):
-        paths = frame["image"].iloc[start : start + batch_size]
-        pixels = torch.stack([load_image(p, model.preprocess) for p in paths])
-        parts.append(model.backbone_tokens(pixels))
-    return torch.cat(parts)
-
-
 def ground_truth(frame: pd.DataFrame) -> list[dict[str, dict]]:
     """For each image, its present findings with their boxes and masks."""
     truth = []
@@ -94,58 +90,54 @@ def ground_truth(frame: pd.DataFrame) -> list[dict[str, dict]]:
 def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     """Run the whole demo and return its metrics (also written to ``out/metrics.json``)."""
     config = config or DemoConfig()
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    frame = read_manifest(prepare_phantoms(out, config))
+    phantoms = prepare_phantoms(out, config)
+    connect()
+    vision = config.model_overrides.get("vision", {})
+    prepared = preprocess(
+        str(phantoms.parent), str(out / "data"), PreprocessJobConfig(resolutions=[config.size])
+    )
+    log(f"preprocess: {prepared['rows_out']} images ({prepared['splits']})")
+    cache = compute_features(
+        str(out / "data"),
+        str(out / "data"),
+        FeaturesJobConfig(model=config.model, vision=vision, resolution=config.size),
+    )
+    log(f"features: {cache['images']} images as {cache['key']}")
+    shutil.rmtree(out / "train", ignore_errors=True)  # a fresh run, not a resumed one
+    job = TrainJobConfig(
+        name="demo",
+        data=str(out / "data"),
+        model=config.model,
+        model_overrides=deep_merge(config.model_overrides, {"vision": {"image_size": config.size}}),
+        train=config.train,
+        classes=list(phantom.FINDINGS),
+        scaling=ScalingSection(num_workers=config.workers, cpus_per_worker=0.5),
+        storage_path=str(out / "train"),
+    )
+    trained = train(job)
+    model = RadZero.from_pretrained(trained["model"])
+    model.eval()
+    best = trained["best"]
+    log(f"keeping epoch {best['epoch']} (best validation AUC {best['val_auc']:.3f})")
+
+    log("evaluating on the held-out test split from the cached tokens")
+    rows = read_features(str(out / "data" / "features" / cache["key"])).to_pandas()
     splits = {
-        name: frame[frame["split"] == name].reset_index(drop=True)
-        for name in ("train", "val", "test")
+        name: _with_truth(rows[rows["split"] == name].sort_values("row_id"))
+        for name in ("val", "test")
     }
     findings = list(phantom.FINDINGS)
-    silent = splits["train"]["sentences"].map(len) == 0
-    if silent.any():
-        log(
-            f"training set: leaving out {int(silent.sum())} image(s) whose report states no finding"
-        )
-        splits["train"] = splits["train"][~silent].reset_index(drop=True)
-
-    torch.manual_seed(config.seed)
-    model_config = get_model_config(config.model).to_dict()
-    model = RadZero(RadZeroConfig.from_dict(deep_merge(model_config, config.model_overrides)))
-    log(
-        f"model {config.model}: {sum(p.numel() for p in model.trainable_state_dict().values()):,}"
-        " trainable parameters; encoding images with the frozen backbone"
-    )
-    features = {name: encode_split(model, split) for name, split in splits.items()}
-    labels = {name: split[findings].to_numpy() for name, split in splits.items()}
-
-    best: dict = {"val_auc": -1.0}
-
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
-        auc, _ = zeroshot.classification(model, features["val"], labels["val"], findings)
-        record["val_auc"] = auc["macro"]
-        if auc["macro"] > best["val_auc"]:
-            state = {k: v.clone() for k, v in model.trainable_state_dict().items()}
-            best.update(val_auc=auc["macro"], epoch=epoch, state=state)
-        log(
-            f"epoch {epoch}/{config.train.epochs}: loss {record['loss']:.4f} "
-            f"tau {record['temperature']:.4f} val AUC {auc['macro']:.3f} "
-            f"({record['images_per_s']:.0f} images/s)"
-        )
-
-    log(f"training on {len(splits['train'])} images for {config.train.epochs} epochs")
-    history = fit(
-        model, features["train"], list(splits["train"]["sentences"]), config.train, on_epoch
-    )
-    if config.keep_best:
-        model.load_trainable_state_dict(best["state"])
-        log(f"keeping epoch {best['epoch']} (best validation AUC {best['val_auc']:.3f})")
-    log("evaluating on the held-out test split")
-    metrics = evaluate(model, features, labels, splits, findings, out, config, history)
-    metrics["epoch_kept"] = best["epoch"] if config.keep_best else config.train.epochs
+    features = {name: _tokens(split) for name, split in splits.items()}
+    labels = {name: split[findings].to_numpy(dtype=np.int64) for name, split in splits.items()}
+    metrics = evaluate(model, features, labels, splits, findings, out, config, trained["history"])
+    metrics["images"] = prepared["splits"]
+    metrics["epoch_kept"] = best["epoch"]
     metrics["seconds"] = round(time.perf_counter() - started, 1)
-    model.save_pretrained(out / "model")
+    shutil.rmtree(out / "model", ignore_errors=True)
+    shutil.copytree(trained["model"], out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics)
     log(
@@ -153,6 +145,19 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
         f"Dice {metrics['dice']:.3f}; report: {out / 'report.md'}"
     )
     return metrics
+
+
+def _with_truth(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cached rows with their boxes and masks parsed and the image path under ``image``."""
+    frame = frame.reset_index(drop=True).copy()
+    frame["boxes"] = [json.loads(b) for b in frame["boxes"]]
+    frame["masks"] = [json.loads(m) for m in frame["masks"]]
+    frame["image"] = frame["source"]
+    return frame
+
+
+def _tokens(frame: pd.DataFrame) -> torch.Tensor:
+    return torch.from_numpy(np.stack(list(frame["tokens"])).astype(np.float32))
 
 
 def evaluate(
@@ -195,9 +200,8 @@ def evaluate(
         "pointing_game_per_class": pointing["per_class"],
         "dice_per_class": seg["per_class"],
         "dice_thresholds_from_val": seg["thresholds"],
-        "images": {name: len(split) for name, split in splits.items()},
         "history": history,
-        "config": {"demo": asdict(config), "model": model.config.to_dict()},
+        "config": {"demo": to_dict(config), "model": model.config.to_dict()},
     }
 
 
