@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/vlcabs.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/preprocess.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/train.py
 
 clean:
 	rm -rf runs .pytest_cache
