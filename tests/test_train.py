@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,7 +130,10 @@ def test_running_the_same_name_again_after_the_driver_died_resumes(data, tmp_pat
     )
     try:
         deadline = time.monotonic() + 300
-        while not any(p.is_dir() for p in run.glob("checkpoint_*")):
+        # The controller's snapshot, not the checkpoint folder: a folder exists before Ray
+        # has registered it, and a driver killed in between leaves nothing to resume.
+        snapshot = run / "checkpoint_manager_snapshot.json"
+        while not (snapshot.exists() and re.search(r"checkpoint_\d{4}-", snapshot.read_text())):
             assert driver.poll() is None, "the first driver ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.2)
