@@ -5,6 +5,7 @@ Every service a test starts listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import tempfile
@@ -39,14 +40,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+TINY_CONFIG = {
+    "vision": TINY_VISION,
+    "align": {"layers": 1, "window": 1, "position": "sincos", "include_cls": False},
+    "text": {"trainable": False},
+}
+
+
 @pytest.fixture
 def tiny_config() -> dict:
     """A RadZero config small enough to build and run in well under a second."""
-    return {
-        "vision": dict(TINY_VISION),
-        "align": {"layers": 1, "window": 1, "position": "sincos", "include_cls": False},
-        "text": {"trainable": False},
-    }
+    return copy.deepcopy(TINY_CONFIG)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from radzero.model.training import (
     iterate_batches,
     train_step,
 )
-from tests.conftest import TINY_VISION
+from tests.conftest import TINY_CONFIG
 
 CONFIG = TrainConfig(lr=3e-3, batch_size=3, warmup_steps=2)
 TOTAL_STEPS = 12
@@ -84,11 +85,7 @@ def weights(model: RadZero) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def tiny_config() -> dict:
     """The tiny model of conftest's ``tiny_config``, shared by this module's fixtures."""
-    return {
-        "vision": dict(TINY_VISION),
-        "align": {"layers": 1, "window": 1, "position": "sincos", "include_cls": False},
-        "text": {"trainable": False},
-    }
+    return copy.deepcopy(TINY_CONFIG)
 
 
 @pytest.fixture(scope="module")
