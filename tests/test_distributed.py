@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from radzero.model import RadZero, RadZeroConfig
-from radzero.model.distributed import average_gradients, gather_with_grad
+from radzero.model.distributed import average_gradients, gather_objects, gather_with_grad
 from radzero.model.training import Batch, TrainConfig, batch_loss, sentence_ids
 from tests.conftest import free_port
 
@@ -79,4 +79,5 @@ def test_two_workers_match_one_worker_with_the_whole_batch(tiny_config, tmp_path
 def test_without_a_process_group_everything_is_local() -> None:
     x = torch.randn(3, 4, requires_grad=True)
     assert gather_with_grad(x) is x
+    assert gather_objects(([0.5], "val")) == [([0.5], "val")]
     assert sentence_ids(["a", "b", "a"]).tolist()[0] == sentence_ids(["a", "b", "a"]).tolist()[2]

@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -140,6 +141,30 @@ def test_a_crashed_run_is_never_read_and_a_rerun_replaces_it(ray_local, tmp_path
     assert ray.data.DataContext.get_current().op_resource_reservation_enabled
     assert read_prepared(str(out), 32).count() == 4
     assert not (out / outputs.STAGING).exists() or not any((out / outputs.STAGING).iterdir())
+
+
+def test_a_shuffled_read_draws_a_new_seeded_file_order_for_each_execution(
+    ray_local, tmp_path
+) -> None:
+    out = str(tmp_path / "out")
+    staged = Path(outputs.staging(out)) / "tokens"
+    staged.mkdir(parents=True)
+    for row_id in range(8):
+        pq.write_table(pa.table({"row_id": [row_id]}), staged / f"{row_id}.parquet")
+    outputs.commit(str(staged.parent), out, {}, "run")
+
+    def epochs(seed: int | None) -> list[list[int]]:
+        rows = outputs.read_parquet(out, "features", "tokens", shuffle_seed=seed)
+        rows.context.execution_options.preserve_order = True  # the file order, unblurred
+        return [[row["row_id"] for row in rows.iter_rows()] for _ in range(3)]
+
+    shuffled = epochs(0)
+    assert all(sorted(order) == list(range(8)) for order in shuffled)
+    assert len({tuple(order) for order in shuffled}) == 3
+    assert epochs(0) == shuffled  # the same seed, the same orders
+    assert epochs(None) == [list(range(8))] * 3
+    # The task-based reader is switched on for these reads only.
+    assert ray.data.DataContext.get_current().use_datasource_v2
 
 
 def test_features_refuse_a_resolution_that_was_not_prepared(ray_local, tmp_path) -> None:

@@ -11,15 +11,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from radzero import storage
 from radzero.config import deep_merge, from_dict
 from radzero.data import phantom
+from radzero.eval.metrics import auc_per_class
 from radzero.model import RadZero
 from radzero.model.checkpoint import read_training_state
-from radzero.platform.features import FeaturesJobConfig, compute_features
+from radzero.platform.features import (
+    FeaturesJobConfig,
+    cache_location,
+    compute_features,
+    read_features,
+)
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
 from radzero.platform.train import TrainJobConfig, train
 from tests.conftest import TINY_VISION
@@ -57,6 +65,13 @@ def _config(data: str, storage_path: Path | str, **overrides) -> TrainJobConfig:
     return from_dict(TrainJobConfig, deep_merge(base, overrides))
 
 
+def _split_rows(config: TrainJobConfig, split: str) -> pd.DataFrame:
+    """The cached-token rows of one split, read in this process."""
+    vision = config.model_config().vision
+    target = cache_location(config.data, config.data, vision, int(vision.image_size))
+    return read_features(target).filter(expr=f"split == '{split}'").to_pandas()
+
+
 def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:
     config = _config(data, tmp_path, checkpoint={"keep": 1}, tensorboard=str(tmp_path / "tb"))
     summary = train(config)
@@ -76,8 +91,13 @@ def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:
     saved = RadZero.from_pretrained(kept[best_epoch])
     for name, value in model.trainable_state_dict().items():
         torch.testing.assert_close(value, saved.trainable_state_dict()[name], rtol=0, atol=0)
-    probabilities = model.classify(None, ["pneumothorax"], features=torch.randn(2, 17, 64))
-    assert probabilities.shape == (2, 1)
+    # The workers scored shares of the validation split; together, every row exactly once.
+    val = _split_rows(config, "val")
+    tokens = torch.as_tensor(np.stack(val["tokens"].tolist()), dtype=torch.float32)
+    scores = model.classify(None, summary["classes"], features=tokens).numpy()
+    labels = (val[summary["classes"]].to_numpy() == 1).astype(int)
+    expected = auc_per_class(labels, scores, summary["classes"])["macro"]
+    assert summary["best"]["val_auc"] == pytest.approx(expected, abs=1e-6)
     assert storage.exists(str(run / "summary.json"))
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 

@@ -12,10 +12,13 @@ exact gradient of the global loss. Plain ``torch.distributed``: no Ray here, and
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -45,14 +48,21 @@ def gather_batch(
     rank = dist.get_rank()
     offset = sum(images[:rank])
     all_owner = torch.cat(_all_gather_padded(owner + offset))
-    all_sentences: list[list[str]] = [[] for _ in images]
-    dist.all_gather_object(all_sentences, list(sentences))
     return (
         gather_with_grad(tokens),
         gather_with_grad(text),
         all_owner,
-        [s for part in all_sentences for s in part],
+        [s for part in gather_objects(list(sentences)) for s in part],
     )
+
+
+def gather_objects(value: T) -> list[T]:
+    """``value`` (any picklable object) of every worker, in rank order; no autograd."""
+    if world_size() == 1:
+        return [value]
+    values: list = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def broadcast_parameters(module: torch.nn.Module, source: int = 0) -> None:

@@ -184,8 +184,9 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
     return summary
 
 
-def read_features(target: str) -> ray.data.Dataset:
-    """The cached tokens of a finished features output as a Ray Dataset."""
-    outputs.require_finished(target, "features")
-    fs, path = storage.resolve(storage.join(target, "tokens"))
-    return ray.data.read_parquet(path, filesystem=fs)
+def read_features(target: str, shuffle_seed: int | None = None) -> ray.data.Dataset:
+    """The cached tokens of a finished features output as a Ray Dataset.
+
+    ``shuffle_seed``: read the files in a new seeded order on every execution.
+    """
+    return outputs.read_parquet(target, "features", "tokens", shuffle_seed=shuffle_seed)

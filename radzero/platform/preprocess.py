@@ -348,8 +348,11 @@ def _summary(
     }
 
 
-def read_prepared(out: str, resolution: int) -> ray.data.Dataset:
-    """The prepared rows at one resolution of a finished preprocessing output."""
-    outputs.require_finished(out, "preprocess")
-    fs, path = storage.resolve(storage.join(out, "prepared", str(resolution)))
-    return ray.data.read_parquet(path, filesystem=fs)
+def read_prepared(out: str, resolution: int, shuffle_seed: int | None = None) -> ray.data.Dataset:
+    """The prepared rows at one resolution of a finished preprocessing output.
+
+    ``shuffle_seed``: read the files in a new seeded order on every execution.
+    """
+    return outputs.read_parquet(
+        out, "preprocess", "prepared", str(resolution), shuffle_seed=shuffle_seed
+    )
