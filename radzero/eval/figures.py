@@ -16,12 +16,15 @@ from sklearn.metrics import roc_curve
 
 @dataclass
 class Panel:
-    """One overlay: a phrase's map on an image, with the ground-truth boxes when known."""
+    """One overlay: a phrase's map on an image, with the ground-truth boxes or mask outline
+    when known, and whether the map's peak hit the box (pointing game)."""
 
     phrase: str
     heatmap: np.ndarray
     boxes: Sequence[Sequence[float]] = ()
     probability: float | None = None
+    mask: np.ndarray | None = None
+    hit: bool | None = None
 
 
 def roc_figure(
@@ -62,14 +65,17 @@ def overlay_figure(
                         (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1.2
                     )
                 )
+            if panel.mask is not None and panel.mask.any():
+                ax.contour(panel.mask.astype(float), levels=[0.5], colors="lime", linewidths=1.2)
             y, x = np.unravel_index(int(np.argmax(panel.heatmap)), panel.heatmap.shape)
             ax.plot([x], [y], marker="x", color="white", markersize=7, markeredgewidth=2)
-            title = (
-                panel.phrase
-                if panel.probability is None
-                else (f"{panel.phrase}\np={panel.probability:.2f}")
-            )
-            ax.set_title(title, fontsize=7)
+            title = panel.phrase
+            if panel.probability is not None:
+                title += f"\np={panel.probability:.2f}"
+            if panel.hit is not None:
+                title += "\nhit" if panel.hit else "\nmiss"
+            color = {None: "black", True: "green", False: "red"}[panel.hit]
+            ax.set_title(title, fontsize=7, color=color)
         for ax in axes[r]:
             ax.axis("off")
     return _save(fig, path)

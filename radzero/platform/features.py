@@ -30,6 +30,7 @@ from radzero.model.backbone import FrozenBackbone
 from radzero.model.config import VisionConfig
 from radzero.platform import outputs
 from radzero.platform.preprocess import read_prepared
+from radzero.platform.session import actor_gpus
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,7 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
         return json.loads(storage.read_text(storage.join(target, "summary.json")))
 
     rows = read_prepared(prepared, resolution)
-    num_gpus = config.num_gpus
-    if num_gpus is None:
-        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    num_gpus = actor_gpus(config.num_gpus)
     log.info(
         "features: %s at %d px over %d images, %d actor(s), %s GPU each",
         backbone_name(vision),

@@ -124,3 +124,10 @@ def connect() -> None:
     given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
     env = {key: os.environ[key] for key in passed if key in os.environ and key not in given}
     ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
+
+
+def actor_gpus(requested: float | None) -> float:
+    """GPUs per Ray Data actor: ``requested``, or one when the cluster has GPUs (None)."""
+    if requested is not None:
+        return requested
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0

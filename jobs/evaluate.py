@@ -1,0 +1,36 @@
+"""Zero-shot evaluation of a trained model on one of the paper's benchmarks, with Ray Data.
+
+python jobs/evaluate.py --model DIR --benchmark NAME --root URI [--out URI]
+                        [--config FILE] [--set key=value ...]
+
+NAME is one of chexpert, chestxray14, padchest, openi, chestxdet10, mscxr, siim, rsna; ROOT
+holds that dataset's files as published. Writes OUT/NAME/metrics.json, report.md and
+figures/*.png (OUT defaults to runs/eval). Works directly and through `ray job submit`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from radzero.eval.report import headline
+from radzero.platform.evaluate import EvaluateJobConfig, evaluate
+from radzero.platform.session import job_arguments, require, start_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_arguments(__doc__, EvaluateJobConfig)
+    parser.add_argument("--model", help="a trained model folder (save_pretrained), local or s3://")
+    parser.add_argument("--benchmark", help="the benchmark's name")
+    parser.add_argument("--root", help="the folder or s3:// URI holding the benchmark's files")
+    parser.add_argument("--out", help="output URI (results under OUT/NAME/)")
+    options = {"model": "model", "benchmark": "benchmark", "root": "root", "out": "out"}
+    _, config = start_job(parser, EvaluateJobConfig, argv, "evaluate", options)
+    require(parser, config, "model", "benchmark", "root")
+    metrics = evaluate(config)
+    print(f"evaluate {config.benchmark}: {headline(metrics)} -> {config.out}/{config.benchmark}")
+    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""Zero-shot scoring of manifest rows, batch by batch, and the benchmark metrics from the scores.
+
+:func:`score_batch` turns a batch of preprocessed images and their ground truth into one flat
+record per image: classification probabilities, pointing-game hits, Dice at every candidate
+threshold and pixel-score histograms. Records are small (no maps), so a Ray Data pass over a
+whole benchmark collects them on the driver, and :func:`summarise` computes the metrics.
+The same two functions run in a notebook over a pandas manifest.
+
+Ground truth is brought to the model's input grid: images are resized directly (no crop or
+padding), so a box scales by ``S / width`` and ``S / height``, and a mask is resized with
+nearest neighbours. Maps are compared on that grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from radzero.data.benchmarks import decode_rle
+from radzero.eval import metrics
+from radzero.model.radzero import RadZero
+
+PIXEL_BINS = 1000  # pixel AUC from histograms: pixels within 0.001 of each other count as ties
+
+
+@dataclass
+class Truth:
+    """One image's ground truth on the model's input grid."""
+
+    boxes: list[tuple[str, str, tuple[int, int, int, int]]] = field(default_factory=list)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class TruthBuilder:
+    """Builds a :class:`Truth` from a manifest row's ``boxes``, ``rle``, ``height`` and ``width``.
+
+    Boxes are pointing-game targets, queried as ``template.format(finding)`` or, with
+    ``phrases``, by the box's own phrase (MS-CXR). ``segment`` names the finding a segmentation
+    benchmark is scored on; its mask comes from the RLE or, with ``masks_from_boxes``, from the
+    union of its boxes (RSNA).
+    """
+
+    size: int
+    template: str
+    segment_finding: str | None = None
+    masks_from_boxes: bool = False
+    phrases: bool = False
+
+    @property
+    def segment(self) -> dict[str, str]:
+        """The segmented finding and its query."""
+        if self.segment_finding is None:
+            return {}
+        return {self.segment_finding: self.template.format(self.segment_finding)}
+
+    def build(self, row: dict, shape: tuple[int, int]) -> Truth:
+        """``row`` holds ``boxes`` and optionally ``rle``, ``height``, ``width``; ``shape`` is
+        the decoded image's (height, width), used when the row does not give them."""
+        height = int(row.get("height") or shape[0])
+        width = int(row.get("width") or shape[1])
+        truth = Truth()
+        for box in row.get("boxes") or []:
+            cells = box_on_grid(
+                (box["x1"], box["y1"], box["x2"], box["y2"]), width, height, self.size
+            )
+            if self.masks_from_boxes:
+                blank = np.zeros((self.size, self.size), bool)
+                mask = truth.masks.setdefault(box["finding"], blank)
+                mask[cells[1] : cells[3] + 1, cells[0] : cells[2] + 1] = True
+                continue
+            query = box["phrase"] if self.phrases else self.template.format(box["finding"])
+            truth.boxes.append((box["finding"], query, cells))
+        if row.get("rle") and self.segment_finding is not None:
+            decoded = decode_rle(row["rle"], height, width)
+            truth.masks[self.segment_finding] = mask_on_grid(decoded, self.size)
+        return truth
+
+
+def box_on_grid(
+    box: Sequence[float], width: int, height: int, size: int
+) -> tuple[int, int, int, int]:
+    """Inclusive (x1, y1, x2, y2) in original pixels -> inclusive cells of a ``size`` grid."""
+    x1, y1, x2, y2 = box
+    sx, sy = size / width, size / height
+    return (
+        int(np.floor(x1 * sx)),
+        int(np.floor(y1 * sy)),
+        min(size - 1, int(np.ceil((x2 + 1) * sx)) - 1),
+        min(size - 1, int(np.ceil((y2 + 1) * sy)) - 1),
+    )
+
+
+def mask_on_grid(mask: np.ndarray, size: int) -> np.ndarray:
+    """A boolean mask resized to ``size`` x ``size`` with nearest neighbours."""
+    tensor = torch.as_tensor(np.asarray(mask, dtype=np.uint8))[None, None].float()
+    return F.interpolate(tensor, size=(size, size), mode="nearest")[0, 0].numpy() > 0.5
+
+
+@torch.no_grad()
+def score_batch(
+    model: RadZero,
+    pixels: torch.Tensor,
+    truths: Sequence[Truth],
+    classes: Sequence[str],
+    templates: Sequence[str],
+    segment: dict[str, str] | None = None,
+    thresholds: Sequence[float] = metrics.THRESHOLDS,
+) -> list[dict]:
+    """One record per image: ``probabilities`` over ``classes``; ``pointing`` hits of the map
+    of each boxed finding (or phrase); for each finding of ``segment`` (finding -> query),
+    ``dice`` at every
+    threshold when the image has it, and pixel-score histograms ``pixels_positive`` and
+    ``pixels_negative`` (the mask may be empty)."""
+    model.eval()
+    records = [empty_record() for _ in truths]
+    if classes:
+        probabilities = model.classify(pixels, list(classes), list(templates)).float().numpy()
+        for record, row in zip(records, probabilities, strict=True):
+            record["probabilities"] = row.tolist()
+    segment = segment or {}
+    queries = sorted(
+        {query for truth in truths for _, query, _ in truth.boxes} | set(segment.values())
+    )
+    maps = {}
+    if queries:
+        grid = model.similarity_maps(pixels, queries).float().numpy()
+        maps = {query: grid[:, j] for j, query in enumerate(queries)}
+    size = model.preprocess.image_size
+    for i, (record, truth) in enumerate(zip(records, truths, strict=True)):
+        record["pointing_findings"] = [finding for finding, _, _ in truth.boxes]
+        record["pointing_hits"] = [
+            metrics.pointing_hit(maps[query][i], [box]) for _, query, box in truth.boxes
+        ]
+        positive = np.zeros(PIXEL_BINS, np.int64)
+        negative = np.zeros(PIXEL_BINS, np.int64)
+        for finding, query in segment.items():
+            heatmap = maps[query][i]
+            mask = truth.masks.get(finding, np.zeros((size, size), bool))
+            positive += _histogram(heatmap[mask])
+            negative += _histogram(heatmap[~mask])
+            if mask.any():
+                record["dice_findings"].append(finding)
+                record["dice"].append(metrics.dice_curve([heatmap], [mask], thresholds)[0].tolist())
+        if segment:
+            record["pixels_positive"] = positive.tolist()
+            record["pixels_negative"] = negative.tolist()
+    return records
+
+
+def empty_record() -> dict:
+    """A record with every key of :func:`score_batch` and nothing scored (same types)."""
+    keys = ("probabilities", "pointing_findings", "pointing_hits", "dice_findings", "dice")
+    return {key: [] for key in (*keys, "pixels_positive", "pixels_negative")}
+
+
+def _histogram(values: np.ndarray) -> np.ndarray:
+    bins = np.clip((values * PIXEL_BINS).astype(np.int64), 0, PIXEL_BINS - 1)
+    return np.bincount(bins, minlength=PIXEL_BINS)
+
+
+def summarise(
+    records: pd.DataFrame,
+    classes: Sequence[str],
+    threshold_records: pd.DataFrame | None = None,
+    by_frequency: bool = False,
+    thresholds: Sequence[float] = metrics.THRESHOLDS,
+) -> dict:
+    """The benchmark's metrics from :func:`score_batch` records joined to their manifest rows
+    (the class columns): "auc" (and with ``by_frequency``, PadChest's "groups"), "pointing" when
+    there are boxes, "segmentation" when ``threshold_records`` are given (the Dice threshold is
+    chosen on them)."""
+    result: dict = {"classes": list(classes)}
+    if classes:
+        labels = records[list(classes)].to_numpy(dtype=np.float64)
+        scores = np.stack(records["probabilities"].to_list())
+        result["auc"] = metrics.auc_per_class(labels, scores, classes)
+        if by_frequency:
+            result["groups"] = metrics.auc_by_frequency(result["auc"])
+    hits = [bool(h) for row in records["pointing_hits"] for h in row]
+    if hits:
+        findings = [f for row in records["pointing_findings"] for f in row]
+        result["pointing"] = metrics.pointing_game(hits, findings)
+    if threshold_records is not None:
+        result["segmentation"] = metrics.segmentation_from_curves(
+            _curves(records), _curves(threshold_records), thresholds
+        ) | {
+            "pixel_auc": metrics.pixel_auc_from_histograms(
+                np.sum(records["pixels_positive"].to_list(), axis=0),
+                np.sum(records["pixels_negative"].to_list(), axis=0),
+            )
+        }
+    return result
+
+
+def _curves(records: pd.DataFrame) -> np.ndarray:
+    """(positive images, thresholds) Dice curves of the records."""
+    curves = [curve for row in records["dice"] for curve in row]
+    return np.asarray(curves, dtype=np.float64).reshape(len(curves), -1)
