@@ -157,11 +157,13 @@ def _run_ray(job: Any, folder: Path) -> dict[str, Any]:
 
 def _load_train_split(job: Any) -> tuple[np.ndarray, list[list[str]]]:
     """The cached tokens (N, T, D) float16 and sentences of the training split, in memory."""
+    from ray.data.expressions import col
+
     from radzero.platform.features import cache_location, read_features
 
     vision = job.model_config().vision
     target = cache_location(job.data, job.data, vision, int(vision.image_size))
-    frame = read_features(target).filter(expr="split == 'train'").to_pandas()
+    frame = read_features(target).filter(expr=col("split") == "train").to_pandas()
     tokens = np.stack([np.asarray(t, dtype=np.float16) for t in frame["tokens"]])
     return tokens, [list(s) for s in frame["sentences"]]
 

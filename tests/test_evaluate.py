@@ -137,10 +137,21 @@ def test_chestxdet10_classification_grounding_report_and_figures(
     assert written["auc"]["macro"] == pytest.approx(result["auc"]["macro"])
     report = (out / "report.md").read_text()
     assert "RadZero (paper)" in report and "broken.png" in report
+    # Figures at their drawn size (inches x 110 dpi): ROC 5.5 x 5; overlays 2.3 x 2.4 per
+    # panel, 4 examples of an image column and one panel per box.
+    boxes = [len(b) for b in good["boxes"] if len(b)]
+    picks = np.linspace(0, len(boxes) - 1, 4).round().astype(int)
+    columns = 1 + max(boxes[i] for i in picks)
+    expected = {
+        "roc.png": (550, 605),
+        "overlays.png": (round(4 * 2.4 * 110), round(columns * 2.3 * 110)),
+    }
     for name in ("roc.png", "overlays.png", "pointing.png"):
         assert f"figures/{name}" in report
         image = _png(out / "figures" / name)
-        assert min(image.shape) >= 200 and image.std() > 10, name  # drawn, not blank
+        assert image.std() > 10, name  # drawn, not blank
+        if name in expected:
+            assert image.shape == expected[name], name
 
 
 def test_siim_segmentation_with_a_held_out_threshold(ray_local, model_dir, siim, tmp_path) -> None:
@@ -160,6 +171,34 @@ def test_siim_segmentation_with_a_held_out_threshold(ray_local, model_dir, siim,
     assert seg["threshold_from"].startswith("held out")
     assert result["images"] + seg["threshold_images"] == len(manifest)
     assert (tmp_path / "eval" / "siim" / "figures" / "overlays.png").is_file()
+
+
+def test_ground_truth_on_the_model_grid() -> None:
+    """Boxes scale with the direct resize; RSNA's boxes become masks; MS-CXR queries phrases;
+    SIIM's RLE is decoded at the file's size, then resized."""
+    box = {"finding": "Mass", "x1": 100, "y1": 50, "x2": 199, "y2": 149, "phrase": "a mass"}
+    plain = scoring.TruthBuilder(size=64, template="There is {}")
+    truth = plain.build({"boxes": [box], "width": 400, "height": 200}, (1, 1))
+    assert truth.boxes == [("Mass", "There is Mass", (16, 16, 31, 47))]
+    assert plain.build({"boxes": [box]}, (200, 400)).boxes == truth.boxes  # size from pixels
+
+    phrases = scoring.TruthBuilder(size=64, template="There is {}", phrases=True)
+    assert phrases.build({"boxes": [box]}, (200, 400)).boxes[0][1] == "a mass"
+
+    rsna = scoring.TruthBuilder(64, "There is {}", "Pneumonia", masks_from_boxes=True)
+    boxed = rsna.build({"boxes": [box | {"finding": "Pneumonia"}]}, (200, 400))
+    assert not boxed.boxes and rsna.segment == {"Pneumonia": "There is Pneumonia"}
+    assert boxed.masks["Pneumonia"].sum() == 16 * 32
+    assert boxed.masks["Pneumonia"][16:48, 16:32].all()
+
+    mask = np.zeros((128, 128), bool)
+    mask[32:64, 0:16] = True
+    siim = scoring.TruthBuilder(64, "There is {}", "Pneumothorax")
+    decoded = siim.build(
+        {"boxes": [], "rle": [encode_rle(mask)], "height": 128, "width": 128}, (1, 1)
+    )
+    assert decoded.masks["Pneumothorax"].sum() == 16 * 8
+    assert decoded.masks["Pneumothorax"][16:32, 0:8].all()
 
 
 def test_pixel_auc_from_histograms_matches_the_exact_one_on_binned_maps() -> None:

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from radzero.data import benchmarks
 from radzero.data.phantom import FINDINGS, generate_case
 from radzero.data.sentences import (
     DEVICE_VOCABULARY,
@@ -647,52 +648,15 @@ def test_odd_text_never_raises() -> None:
 
 # ----------------------------------------------------------------------- vocabulary mapping
 
-CHEXPERT = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-CHESTX_RAY14 = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
-CHESTX_DET10 = (
-    "Atelectasis",
-    "Calcification",
-    "Consolidation",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Fracture",
-    "Mass",
-    "Nodule",
-    "Pneumothorax",
-)
+BENCHMARK_CLASSES = {
+    name
+    for reader in (benchmarks.CheXpert, benchmarks.ChestXray14, benchmarks.ChestXDet10)
+    for name in reader.pathologies
+    if name != "No Finding"
+}
 
 
-@pytest.mark.parametrize("name", sorted(set(CHEXPERT + CHESTX_RAY14 + CHESTX_DET10)))
+@pytest.mark.parametrize("name", sorted(BENCHMARK_CLASSES))
 def test_benchmark_classes_map_into_the_vocabulary(name: str) -> None:
     assert canonical_finding(name) in FINDINGS_VOCABULARY
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ray.data.expressions import col
 
 from radzero import storage
 from radzero.config import deep_merge, from_dict
@@ -69,7 +70,7 @@ def _split_rows(config: TrainJobConfig, split: str) -> pd.DataFrame:
     """The cached-token rows of one split, read in this process."""
     vision = config.model_config().vision
     target = cache_location(config.data, config.data, vision, int(vision.image_size))
-    return read_features(target).filter(expr=f"split == '{split}'").to_pandas()
+    return read_features(target).filter(expr=col("split") == split).to_pandas()
 
 
 def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:

@@ -230,7 +230,9 @@ def _splits(frame: pd.DataFrame, config: EvaluateJobConfig) -> tuple[pd.DataFram
         )
     threshold = frame[frame["split"] == config.threshold_split]
     if config.benchmark in SEGMENTATION and threshold.empty:
-        held = np.array([_fraction(image) < config.val_fraction for image in evaluated["image"]])
+        held = np.array(
+            [_fraction(image, config.root) < config.val_fraction for image in evaluated["image"]]
+        )
         evaluated, threshold = evaluated[~held], evaluated[held]
     elif config.benchmark not in SEGMENTATION:
         threshold = frame.iloc[:0]
@@ -240,9 +242,11 @@ def _splits(frame: pd.DataFrame, config: EvaluateJobConfig) -> tuple[pd.DataFram
     return evaluated, threshold
 
 
-def _fraction(image: str) -> float:
-    """A stable number in [0, 1) per image: which images are held out does not vary by run."""
-    return int(hashlib.sha256(image.encode()).hexdigest()[:8], 16) / 2**32
+def _fraction(image: str, root: str) -> float:
+    """A stable number in [0, 1) per image, from its path under ``root``: the same images are
+    held out wherever the benchmark lives."""
+    relative = image[len(root) :] if image.startswith(root) else image
+    return int(hashlib.sha256(relative.strip("/").encode()).hexdigest()[:8], 16) / 2**32
 
 
 def _classes(evaluated: pd.DataFrame, config: EvaluateJobConfig) -> list[str]:

@@ -34,6 +34,7 @@ import ray
 import ray.train
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
+from ray.data.expressions import col
 from ray.train.torch import TorchTrainer
 
 from radzero import storage
@@ -459,7 +460,7 @@ def _datasets(
     splits = {}
     for name, rows in (("train", train), ("val", read(None))):
         rows.context.enable_progress_bars = False  # each epoch logs one line instead
-        splits[name] = rows.select_columns(keep).filter(expr=f"split == '{name}'")
+        splits[name] = rows.select_columns(keep).filter(expr=col("split") == name)
     return splits, [c for c in numeric if c not in _NOT_LABELS]
 
 
