@@ -48,8 +48,9 @@ def headline(metrics: dict) -> str:
     parts = []
     if "auc" in metrics:
         parts.append(f"AUC {metrics['auc']['macro']:.3f}")
-    if "pointing" in metrics:
-        parts.append(f"pointing {metrics['pointing']['mean_over_classes']:.3f}")
+    if "pointing" in metrics:  # MS-CXR's number is the accuracy, the others' the class mean
+        key = "accuracy" if metrics.get("benchmark") == "mscxr" else "mean_over_classes"
+        parts.append(f"pointing {metrics['pointing'][key]:.3f}")
     if "segmentation" in metrics:
         parts.append(f"Dice {metrics['segmentation']['dice']:.3f}")
     return ", ".join(parts) or "no metric"

@@ -83,7 +83,7 @@ def evaluate(config: EvaluateJobConfig) -> dict:
     """Score ``config.model`` on ``config.benchmark``; write and return the metrics."""
     started = time.perf_counter()
     frame = benchmarks.read(config.benchmark, config.root)
-    evaluated, threshold_rows = _splits(frame, config)
+    evaluated, threshold_rows, threshold_from = _splits(frame, config)
     classes = _classes(evaluated, config)
     segment, masks_from_boxes = SEGMENTATION.get(config.benchmark, (None, False))
     rows = pd.concat([evaluated.assign(part="evaluated"), threshold_rows.assign(part="threshold")])
@@ -137,14 +137,9 @@ def evaluate(config: EvaluateJobConfig) -> dict:
         by_frequency=config.benchmark == "padchest",
     )
     if segment:
-        carved = not (frame["split"] == config.threshold_split).any()
         metrics["segmentation"] |= {
             "threshold_images": len(threshold_rows),
-            "threshold_from": (
-                f"held out: {config.val_fraction:.0%} of the {config.split!r} images"
-                if carved
-                else f"the {config.threshold_split!r} split"
-            ),
+            "threshold_from": threshold_from,
         }
     out = storage.join(config.out, config.benchmark)
     metrics |= {
@@ -220,8 +215,10 @@ def _listed(value: object) -> list:
     return [] if value is None or (isinstance(value, float) and np.isnan(value)) else list(value)
 
 
-def _splits(frame: pd.DataFrame, config: EvaluateJobConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The evaluated rows and the rows the Dice threshold is chosen on."""
+def _splits(
+    frame: pd.DataFrame, config: EvaluateJobConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The evaluated rows, the rows the Dice threshold is chosen on, and where those are from."""
     evaluated = frame[frame["split"] == config.split]
     if evaluated.empty:
         raise ValueError(
@@ -229,17 +226,19 @@ def _splits(frame: pd.DataFrame, config: EvaluateJobConfig) -> tuple[pd.DataFram
             f"(splits: {sorted(frame['split'].unique())})"
         )
     threshold = frame[frame["split"] == config.threshold_split]
-    if config.benchmark in SEGMENTATION and threshold.empty:
+    source = f"the {config.threshold_split!r} split"
+    if config.benchmark not in SEGMENTATION:
+        threshold, source = frame.iloc[:0], "no threshold"
+    elif threshold.empty:
         held = np.array(
             [_fraction(image, config.root) < config.val_fraction for image in evaluated["image"]]
         )
         evaluated, threshold = evaluated[~held], evaluated[held]
-    elif config.benchmark not in SEGMENTATION:
-        threshold = frame.iloc[:0]
+        source = f"held out: {config.val_fraction:.0%} of the {config.split!r} images"
     if config.max_images is not None:
         evaluated = evaluated.head(config.max_images)
         threshold = threshold.head(config.max_images)
-    return evaluated, threshold
+    return evaluated, threshold, source
 
 
 def _fraction(image: str, root: str) -> float:
