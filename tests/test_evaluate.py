@@ -120,7 +120,9 @@ def test_chestxdet10_classification_grounding_report_and_figures(
     present = [c for c in benchmarks.ChestXDet10.pathologies if (good[c] == 1).any()]
     assert result["classes"] == present
     assert 0.0 <= result["auc"]["macro"] <= 1.0
-    assert result["pointing"]["samples"] == sum(len(boxes) for boxes in good["boxes"])
+    # One sample per (image, finding), hit when the peak is in any of its boxes.
+    pairs = sum(len({box["finding"] for box in boxes}) for boxes in good["boxes"])
+    assert result["pointing"]["samples"] == pairs
 
     # The same numbers in-process, as a notebook computes them from the manifest.
     model = RadZero.from_pretrained(model_dir)
@@ -139,7 +141,7 @@ def test_chestxdet10_classification_grounding_report_and_figures(
     assert "RadZero (paper)" in report and "broken.png" in report
     # Figures at their drawn size (inches x 110 dpi): ROC 5.5 x 5; overlays 2.3 x 2.4 per
     # panel, 4 examples of an image column and one panel per box.
-    boxes = [len(b) for b in good["boxes"] if len(b)]
+    boxes = [len({box["finding"] for box in b}) for b in good["boxes"] if len(b)]
     picks = np.linspace(0, len(boxes) - 1, 4).round().astype(int)
     columns = 1 + max(boxes[i] for i in picks)
     expected = {
@@ -163,10 +165,12 @@ def test_siim_segmentation_with_a_held_out_threshold(ray_local, model_dir, siim,
     seg = result["segmentation"]
     manifest = benchmarks.read("siim", str(siim))
     positives = int((manifest["Pneumothorax"] == 1).sum())
-    assert 0 < seg["images"] < positives  # some positives were held out for the threshold
-    assert seg["protocol"] == "validation" and seg["threshold"] in metrics.THRESHOLDS
-    assert seg["test_sweep"]["protocol"] == metrics.TEST_SWEEP
-    assert seg["test_sweep"]["dice"] >= seg["dice"] - 1e-12  # the sweep is the optimistic one
+    finding = seg["per_class"]["Pneumothorax"]
+    assert list(seg["per_class"]) == ["Pneumothorax"] and seg["dice"] == finding["dice"]
+    assert 0 < finding["images"] < positives  # some positives were held out for the threshold
+    assert finding["protocol"] == "validation" and finding["threshold"] in metrics.THRESHOLDS
+    assert finding["test_sweep"]["protocol"] == metrics.TEST_SWEEP
+    assert finding["test_sweep"]["dice"] >= finding["dice"] - 1e-12  # the sweep is optimistic
     assert 0.0 <= seg["dice"] <= 1.0 and 0.0 <= seg["pixel_auc"] <= 1.0
     assert seg["threshold_from"].startswith("held out")
     assert result["images"] + seg["threshold_images"] == len(manifest)
@@ -181,19 +185,21 @@ def test_ground_truth_on_the_model_grid() -> None:
     truth = plain.build({"boxes": [box], "width": 400, "height": 200}, (1, 1))
     assert truth.boxes == [("Mass", "There is Mass", (16, 16, 31, 47))]
     assert plain.build({"boxes": [box]}, (200, 400)).boxes == truth.boxes  # size from pixels
+    twice = plain.build({"boxes": [box, box | {"x1": 0, "x2": 9}]}, (200, 400))
+    assert twice.targets() == {("Mass", "There is Mass"): [(16, 16, 31, 47), (0, 16, 1, 47)]}
 
     phrases = scoring.TruthBuilder(size=64, template="There is {}", phrases=True)
     assert phrases.build({"boxes": [box]}, (200, 400)).boxes[0][1] == "a mass"
 
-    rsna = scoring.TruthBuilder(64, "There is {}", "Pneumonia", masks_from_boxes=True)
+    rsna = scoring.TruthBuilder(64, "There is {}", ("Pneumonia",), masks_from_boxes=True)
     boxed = rsna.build({"boxes": [box | {"finding": "Pneumonia"}]}, (200, 400))
-    assert not boxed.boxes and rsna.segment == {"Pneumonia": "There is Pneumonia"}
+    assert not boxed.boxes and rsna.queries == {"Pneumonia": "There is Pneumonia"}
     assert boxed.masks["Pneumonia"].sum() == 16 * 32
     assert boxed.masks["Pneumonia"][16:48, 16:32].all()
 
     mask = np.zeros((128, 128), bool)
     mask[32:64, 0:16] = True
-    siim = scoring.TruthBuilder(64, "There is {}", "Pneumothorax")
+    siim = scoring.TruthBuilder(64, "There is {}", ("Pneumothorax",))
     decoded = siim.build(
         {"boxes": [], "rle": [encode_rle(mask)], "height": 128, "width": 128}, (1, 1)
     )

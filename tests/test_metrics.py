@@ -12,6 +12,7 @@ from radzero.eval.metrics import (
     auc_by_frequency,
     auc_per_class,
     best_threshold,
+    box_fraction,
     dice,
     dice_curve,
     mean_dice,
@@ -23,7 +24,6 @@ from radzero.eval.metrics import (
     segmentation_dice_test_sweep,
     segmentation_from_curves,
 )
-from radzero.eval.zeroshot import box_fraction
 
 
 def test_auc_per_class_matches_sklearn_and_skips_constant_classes():

@@ -133,6 +133,14 @@ def pointing_game(hits: Sequence[bool], classes: Sequence[str]) -> dict[str, obj
     }
 
 
+def box_fraction(boxes: Sequence[Sequence[int]], shape: tuple[int, int]) -> float:
+    """Fraction of an image of ``shape`` inside the union of inclusive (x1, y1, x2, y2) boxes."""
+    covered = np.zeros(shape, dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        covered[int(y1) : int(y2) + 1, int(x1) : int(x2) + 1] = True
+    return float(covered.mean())
+
+
 def dice(pred: np.ndarray, target: np.ndarray) -> float:
     """Dice overlap of two boolean masks; 1.0 when both are empty."""
     pred, target = np.asarray(pred, bool), np.asarray(target, bool)

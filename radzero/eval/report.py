@@ -52,7 +52,7 @@ def headline(metrics: dict) -> str:
         key = "accuracy" if metrics.get("benchmark") == "mscxr" else "mean_over_classes"
         parts.append(f"pointing {metrics['pointing'][key]:.3f}")
     if "segmentation" in metrics:
-        parts.append(f"Dice {metrics['segmentation']['dice']:.3f}")
+        parts.append(f"Dice {_number(metrics['segmentation']['dice'])}")
     return ", ".join(parts) or "no metric"
 
 
@@ -106,12 +106,24 @@ def markdown(metrics: dict, figure_names: list[str]) -> str:
             "",
             "## Segmentation",
             "",
-            f"Dice {seg['dice']:.3f} over {seg['images']} positive images at threshold "
-            f"{seg['threshold']}, chosen on {seg['threshold_from']} "
-            f"({seg['threshold_images']} images); the paper's test-set sweep would give "
-            f"{seg['test_sweep']['dice']:.3f} at {seg['test_sweep']['threshold']}. "
-            f"Pixel AUC {_number(seg['pixel_auc'])}.",
+            f"Dice at thresholds chosen on {seg['threshold_from']} ({seg['threshold_images']} "
+            f"images); the paper's test-set sweep (optimistic) beside it. Pixel AUC "
+            f"{_number(seg['pixel_auc'])}.",
+            "",
+            "| finding | positive images | threshold | Dice | test-set sweep: threshold, Dice |",
+            "| --- | --- | --- | --- | --- |",
         ]
+        for finding, entry in seg["per_class"].items():
+            sweep = entry["test_sweep"]
+            lines.append(
+                f"| {finding} | {entry['images']} | {entry['threshold']} | {entry['dice']:.3f} "
+                f"| {sweep['threshold']}, {sweep['dice']:.3f} |"
+            )
+        if seg["skipped"]:
+            lines += [
+                "",
+                f"No positive image to choose a threshold on: {', '.join(seg['skipped'])}.",
+            ]
     if metrics["failed"]:
         lines += ["", f"## Images that could not be scored ({len(metrics['failed'])})", ""]
         lines += [f"- `{item['image']}`: {item['error']}" for item in metrics["failed"]]
@@ -180,8 +192,8 @@ def _overlays(
         gray = read_image(storage.read_bytes(image), name=image)
         truth: Truth = builder.build(row, gray.shape)
         pixels = to_pixels(gray, model.preprocess)[None]
-        queries = [(q, [box], None) for _, q, box in truth.boxes]
-        queries += [(builder.segment[f], [], mask) for f, mask in truth.masks.items()]
+        queries = [(q, boxes, None) for (_, q), boxes in truth.targets().items()]
+        queries += [(builder.queries[f], [], mask) for f, mask in truth.masks.items()]
         maps = model.similarity_maps(pixels, [q for q, _, _ in queries])[0].numpy()
         images.append(resize(gray, size).numpy())
         row_panels = []

@@ -13,6 +13,7 @@ nearest neighbours. Maps are compared on that grid.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from radzero import storage
 from radzero.data.benchmarks import decode_rle
 from radzero.eval import metrics
 from radzero.model.radzero import RadZero
@@ -35,33 +38,41 @@ class Truth:
     boxes: list[tuple[str, str, tuple[int, int, int, int]]] = field(default_factory=list)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def targets(self) -> dict[tuple[str, str], list[tuple[int, int, int, int]]]:
+        """Pointing-game samples: (finding, query) -> its boxes; the map's peak hits when it
+        falls in any of them."""
+        grouped: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
+        for finding, query, box in self.boxes:
+            grouped.setdefault((finding, query), []).append(box)
+        return grouped
+
 
 @dataclass
 class TruthBuilder:
-    """Builds a :class:`Truth` from a manifest row's ``boxes``, ``rle``, ``height`` and ``width``.
+    """Builds a :class:`Truth` from a manifest row's ``boxes``, ``rle``, ``masks``, ``height``
+    and ``width``.
 
     Boxes are pointing-game targets, queried as ``template.format(finding)`` or, with
-    ``phrases``, by the box's own phrase (MS-CXR). ``segment`` names the finding a segmentation
-    benchmark is scored on; its mask comes from the RLE or, with ``masks_from_boxes``, from the
-    union of its boxes (RSNA).
+    ``phrases``, by the box's own phrase (MS-CXR). ``segment`` names the findings scored by
+    segmentation; a mask comes from the row's ``masks`` (finding -> mask image URI), from its
+    RLE (the first segmented finding; SIIM) or, with ``masks_from_boxes``, from the union of
+    the finding's boxes (RSNA).
     """
 
     size: int
     template: str
-    segment_finding: str | None = None
+    segment: tuple[str, ...] = ()
     masks_from_boxes: bool = False
     phrases: bool = False
 
     @property
-    def segment(self) -> dict[str, str]:
-        """The segmented finding and its query."""
-        if self.segment_finding is None:
-            return {}
-        return {self.segment_finding: self.template.format(self.segment_finding)}
+    def queries(self) -> dict[str, str]:
+        """Each segmented finding and its query."""
+        return {finding: self.template.format(finding) for finding in self.segment}
 
     def build(self, row: dict, shape: tuple[int, int]) -> Truth:
-        """``row`` holds ``boxes`` and optionally ``rle``, ``height``, ``width``; ``shape`` is
-        the decoded image's (height, width), used when the row does not give them."""
+        """``row`` holds ``boxes`` and optionally ``rle``, ``masks``, ``height``, ``width``;
+        ``shape`` is the decoded image's (height, width), used when the row does not give it."""
         height = int(row.get("height") or shape[0])
         width = int(row.get("width") or shape[1])
         truth = Truth()
@@ -76,9 +87,12 @@ class TruthBuilder:
                 continue
             query = box["phrase"] if self.phrases else self.template.format(box["finding"])
             truth.boxes.append((box["finding"], query, cells))
-        if row.get("rle") and self.segment_finding is not None:
+        if row.get("rle") and self.segment:
             decoded = decode_rle(row["rle"], height, width)
-            truth.masks[self.segment_finding] = mask_on_grid(decoded, self.size)
+            truth.masks[self.segment[0]] = mask_on_grid(decoded, self.size)
+        for finding, uri in (row.get("masks") or {}).items():
+            mask = np.asarray(Image.open(io.BytesIO(storage.read_bytes(uri)))) > 0
+            truth.masks[finding] = mask_on_grid(mask, self.size)
         return truth
 
 
@@ -105,22 +119,25 @@ def mask_on_grid(mask: np.ndarray, size: int) -> np.ndarray:
 @torch.no_grad()
 def score_batch(
     model: RadZero,
-    pixels: torch.Tensor,
+    pixels: torch.Tensor | None,
     truths: Sequence[Truth],
     classes: Sequence[str],
     templates: Sequence[str],
     segment: dict[str, str] | None = None,
     thresholds: Sequence[float] = metrics.THRESHOLDS,
+    *,
+    features: torch.Tensor | None = None,
 ) -> list[dict]:
     """One record per image: ``probabilities`` over ``classes``; ``pointing`` hits of the map
-    of each boxed finding (or phrase); for each finding of ``segment`` (finding -> query),
-    ``dice`` at every
-    threshold when the image has it, and pixel-score histograms ``pixels_positive`` and
-    ``pixels_negative`` (the mask may be empty)."""
+    of each boxed finding (or phrase) in any of its boxes; for each finding of ``segment``
+    (finding -> query), ``dice`` at every threshold when the image has it, and pixel-score
+    histograms ``pixels_positive`` and ``pixels_negative`` (the mask may be empty). Cached
+    backbone ``features`` may stand in for ``pixels``."""
     model.eval()
     records = [empty_record() for _ in truths]
     if classes:
-        probabilities = model.classify(pixels, list(classes), list(templates)).float().numpy()
+        probabilities = model.classify(pixels, list(classes), list(templates), features=features)
+        probabilities = probabilities.float().cpu().numpy()
         for record, row in zip(records, probabilities, strict=True):
             record["probabilities"] = row.tolist()
     segment = segment or {}
@@ -129,13 +146,14 @@ def score_batch(
     )
     maps = {}
     if queries:
-        grid = model.similarity_maps(pixels, queries).float().numpy()
+        grid = model.similarity_maps(pixels, queries, features=features).float().cpu().numpy()
         maps = {query: grid[:, j] for j, query in enumerate(queries)}
     size = model.preprocess.image_size
     for i, (record, truth) in enumerate(zip(records, truths, strict=True)):
-        record["pointing_findings"] = [finding for finding, _, _ in truth.boxes]
+        targets = truth.targets()
+        record["pointing_findings"] = [finding for finding, _ in targets]
         record["pointing_hits"] = [
-            metrics.pointing_hit(maps[query][i], [box]) for _, query, box in truth.boxes
+            metrics.pointing_hit(maps[query][i], boxes) for (_, query), boxes in targets.items()
         ]
         positive = np.zeros(PIXEL_BINS, np.int64)
         negative = np.zeros(PIXEL_BINS, np.int64)
@@ -187,18 +205,48 @@ def summarise(
         findings = [f for row in records["pointing_findings"] for f in row]
         result["pointing"] = metrics.pointing_game(hits, findings)
     if threshold_records is not None:
-        result["segmentation"] = metrics.segmentation_from_curves(
-            _curves(records), _curves(threshold_records), thresholds
-        ) | {
-            "pixel_auc": metrics.pixel_auc_from_histograms(
-                np.sum(records["pixels_positive"].to_list(), axis=0),
-                np.sum(records["pixels_negative"].to_list(), axis=0),
-            )
-        }
+        result["segmentation"] = _segmentation(records, threshold_records, thresholds)
     return result
 
 
-def _curves(records: pd.DataFrame) -> np.ndarray:
-    """(positive images, thresholds) Dice curves of the records."""
-    curves = [curve for row in records["dice"] for curve in row]
+def _segmentation(
+    records: pd.DataFrame, threshold_records: pd.DataFrame, thresholds: Sequence[float]
+) -> dict:
+    """Dice per segmented finding at its threshold chosen on ``threshold_records`` (findings
+    without a positive image there are listed under "skipped"); "dice" is their mean. Pixel
+    AUC pools every segmented finding's pixels."""
+    findings = sorted({f for row in records["dice_findings"] for f in row})
+    per_class, skipped = {}, []
+    for finding in findings:
+        chosen_on = _curves(threshold_records, finding)
+        if not len(chosen_on):
+            skipped.append(finding)
+            continue
+        per_class[finding] = metrics.segmentation_from_curves(
+            _curves(records, finding), chosen_on, thresholds
+        )
+    positive = np.sum(records["pixels_positive"].to_list(), axis=0)
+    negative = np.sum(records["pixels_negative"].to_list(), axis=0)
+    return {
+        "dice": float(np.mean([s["dice"] for s in per_class.values()])) if per_class else None,
+        "protocol": "validation",
+        "test_sweep_dice": (
+            float(np.mean([s["test_sweep"]["dice"] for s in per_class.values()]))
+            if per_class
+            else None
+        ),
+        "per_class": per_class,
+        "skipped": skipped,
+        "pixel_auc": metrics.pixel_auc_from_histograms(positive, negative),
+    }
+
+
+def _curves(records: pd.DataFrame, finding: str) -> np.ndarray:
+    """(positive images, thresholds) Dice curves of ``finding`` in the records."""
+    curves = [
+        curve
+        for names, rows in zip(records["dice_findings"], records["dice"], strict=True)
+        for name, curve in zip(names, rows, strict=True)
+        if name == finding
+    ]
     return np.asarray(curves, dtype=np.float64).reshape(len(curves), -1)

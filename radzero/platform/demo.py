@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from radzero.config import deep_merge, from_dict, to_dict
 from radzero.data import phantom
 from radzero.data.images import read_image
-from radzero.eval import figures, zeroshot
+from radzero.eval import figures, scoring
+from radzero.eval.metrics import box_fraction
 from radzero.model import RadZero
 from radzero.model.training import TrainConfig
 from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
@@ -73,18 +73,12 @@ def prepare_phantoms(out: Path, config: DemoConfig) -> Path:
     return manifest
 
 
-def ground_truth(frame: pd.DataFrame) -> list[dict[str, dict]]:
-    """For each image, its present findings with their boxes and masks."""
-    truth = []
-    for boxes, masks in zip(frame["boxes"], frame["masks"], strict=True):
-        item: dict[str, dict] = {}
-        for box in boxes:
-            entry = item.setdefault(box["finding"], {"boxes": [], "mask": None})
-            entry["boxes"].append((box["x1"], box["y1"], box["x2"], box["y2"]))
-        for finding, path in masks.items():
-            item[finding]["mask"] = np.asarray(Image.open(path)) > 0
-        truth.append(item)
-    return truth
+def ground_truth(frame: pd.DataFrame, builder: scoring.TruthBuilder) -> list[scoring.Truth]:
+    """For each image, its findings' boxes and masks on the model grid."""
+    return [
+        builder.build({"boxes": boxes, "masks": masks}, (builder.size, builder.size))
+        for boxes, masks in zip(frame["boxes"], frame["masks"], strict=True)
+    ]
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
@@ -170,36 +164,50 @@ def evaluate(
     config: DemoConfig,
     history: list[dict[str, float]],
 ) -> dict:
-    """Test-split AUC, pointing game and Dice (threshold from the validation split) + figures."""
-    auc, scores = zeroshot.classification(model, features["test"], labels["test"], findings)
-    size = (config.size, config.size)
-    truth = {name: ground_truth(splits[name]) for name in ("val", "test")}
-    test_loc = zeroshot.localise(model, features["test"], truth["test"], size)
-    val_loc = zeroshot.localise(model, features["val"], truth["val"], size)
-    pointing = zeroshot.pointing_game(test_loc)
-    seg = zeroshot.segmentation(test_loc, val_loc)
+    """Test-split AUC, pointing game and Dice (thresholds from the validation split) + figures,
+    with the benchmarks' scoring (:mod:`radzero.eval.scoring`) on the cached tokens."""
+    builder = scoring.TruthBuilder(config.size, "There is {}", segment=tuple(findings))
+    truth = {name: ground_truth(splits[name], builder) for name in ("val", "test")}
+    records = {}
+    for name in ("val", "test"):
+        scored = []
+        for start in range(0, len(truth[name]), 64):
+            scored += scoring.score_batch(
+                model,
+                None,
+                truth[name][start : start + 64],
+                findings,
+                ["There is {}"],
+                builder.queries,
+                features=features[name][start : start + 64],
+            )
+        records[name] = pd.concat([splits[name], pd.DataFrame(scored)], axis=1)
+    result = scoring.summarise(records["test"], findings, threshold_records=records["val"])
+    auc, pointing, seg = result["auc"], result["pointing"], result["segmentation"]
+    scores = np.stack(records["test"]["probabilities"].to_list())
+    chance = [
+        box_fraction([cells], (config.size, config.size))
+        for item in truth["test"]
+        for _, _, cells in item.boxes
+    ]
     figures.roc_figure(labels["test"], scores, findings, out / "roc.png")
     figures.history_figure(history, out / "training.png")
     overlay_examples(
-        model,
-        splits["test"],
-        features["test"],
-        truth["test"],
-        scores,
-        findings,
-        config,
-        out / "maps.png",
+        model, splits["test"], features["test"], scores, findings, config, out / "maps.png"
     )
     return {
         "auc_macro": auc["macro"],
-        "pointing_game": pointing["mean"],
-        "dice": seg["mean"],
+        "pointing_game": pointing["mean_over_classes"],
+        "dice": seg["dice"],
         "auc_per_class": auc["per_class"],
-        "pointing_game_pooled": pointing["pooled"],
-        "pointing_game_chance": pointing["chance"],
+        "pointing_game_pooled": pointing["accuracy"],
+        "pointing_game_chance": float(np.mean(chance)),
         "pointing_game_per_class": pointing["per_class"],
-        "dice_per_class": seg["per_class"],
-        "dice_thresholds_from_val": seg["thresholds"],
+        "dice_per_class": {f: entry["dice"] for f, entry in seg["per_class"].items()},
+        "dice_thresholds_from_val": {
+            f: entry["threshold"] for f, entry in seg["per_class"].items()
+        },
+        "pixel_auc": seg["pixel_auc"],
         "history": history,
         "config": {"demo": to_dict(config), "model": model.config.to_dict()},
     }
@@ -209,18 +217,22 @@ def overlay_examples(
     model: RadZero,
     frame: pd.DataFrame,
     features: torch.Tensor,
-    truth: list[dict[str, dict]],
     scores: np.ndarray,
     findings: list[str],
     config: DemoConfig,
     path: Path,
 ) -> None:
     """Overlays for test images with findings: each present finding, plus one absent one."""
-    rows = [i for i, item in enumerate(truth) if item][: config.figure_examples]
+    rows = [i for i, boxes in enumerate(frame["boxes"]) if boxes][: config.figure_examples]
     images, panels = [], []
     for i in rows:
-        present = list(truth[i])
-        absent = [f for f in findings if f not in truth[i]][:1]
+        boxes: dict[str, list] = {}
+        for box in frame["boxes"].iloc[i]:
+            boxes.setdefault(box["finding"], []).append(
+                (box["x1"], box["y1"], box["x2"], box["y2"])
+            )
+        present = list(boxes)
+        absent = [f for f in findings if f not in boxes][:1]
         phrases = present + absent
         maps = model.similarity_maps(
             None,
@@ -234,7 +246,7 @@ def overlay_examples(
                 figures.Panel(
                     phrase=f,
                     heatmap=maps[k],
-                    boxes=truth[i].get(f, {}).get("boxes", ()),
+                    boxes=boxes.get(f, ()),
                     probability=float(scores[i, findings.index(f)]),
                 )
                 for k, f in enumerate(phrases)

@@ -102,7 +102,7 @@ def evaluate(config: EvaluateJobConfig) -> dict:
     builder = scoring.TruthBuilder(
         size=model.preprocess.image_size,
         template=config.templates[0],
-        segment_finding=segment,
+        segment=(segment,) if segment else (),
         masks_from_boxes=masks_from_boxes,
         phrases=config.benchmark == "mscxr",
     )
@@ -191,7 +191,7 @@ class Scorer:
                 truths,
                 self.classes,
                 self.templates,
-                self.truth.segment,
+                self.truth.queries,
             )
             for i, record in zip(good, scored, strict=True):
                 records[i] |= record
