@@ -30,12 +30,16 @@ class Panel:
 def roc_figure(
     labels: np.ndarray, scores: np.ndarray, names: Sequence[str], path: str | Path
 ) -> Path:
-    """ROC curve per class on one plot, AUC in the legend."""
+    """ROC curve per class on one plot, AUC in the legend; NaN (unknown) labels are left out
+    of their class, as in :func:`radzero.eval.metrics.auc_per_class`."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
+    labels = np.asarray(labels, dtype=np.float64)
     for j, name in enumerate(names):
-        if labels[:, j].min() == labels[:, j].max():
+        known = ~np.isnan(labels[:, j])
+        column = labels[known, j]
+        if not column.size or column.min() == column.max():
             continue
-        fpr, tpr, _ = roc_curve(labels[:, j], scores[:, j])
+        fpr, tpr, _ = roc_curve(column, scores[known, j])
         auc = float(np.trapezoid(tpr, fpr))
         ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)

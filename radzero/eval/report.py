@@ -147,9 +147,10 @@ def _figures(
     names = []
     if "auc" in metrics and metrics["auc"]["per_class"]:
         classes = metrics["classes"]
-        labels = (records[classes].to_numpy(dtype=float) == 1).astype(int)
         scores = np.stack(records["probabilities"].to_list())
-        figures.roc_figure(labels, scores, classes, folder / "roc.png")
+        figures.roc_figure(
+            records[classes].to_numpy(dtype=float), scores, classes, folder / "roc.png"
+        )
         names.append("roc.png")
     located = [
         (row.image, truth)
