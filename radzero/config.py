@@ -1,7 +1,8 @@
 """Typed configuration: nested dataclasses read strictly from dicts, YAML files and overrides.
 
 Every stage has one config dataclass. :func:`from_dict` builds it and rejects unknown keys (naming
-them and the valid ones) and values outside a ``Literal``; dataclasses check their own value
+them and the valid ones), values of the wrong type (``epochs: "ten"``) and values outside a
+``Literal``, each with the key, the value and what is allowed; dataclasses check their own value
 ranges in ``__post_init__``. :func:`load_config` reads a YAML file and applies ``key.sub=value``
 command-line overrides on top.
 """
@@ -22,7 +23,7 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
-    """Build a (nested) config dataclass, rejecting unknown keys and bad literal values."""
+    """Build a (nested) config dataclass, rejecting unknown keys and values of the wrong type."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ValueError(f"config {where or 'root'}: expected a mapping, got {type(data).__name__}")
@@ -44,22 +45,87 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
-    nested = _dataclass_in(hint)
-    if nested is not None and isinstance(value, Mapping):
-        return from_dict(nested, value, f"{where}.")
-    if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
-        raise ValueError(f"config {where} must be one of {typing.get_args(hint)}, got {value!r}")
+    """``value`` checked against the type ``hint`` (and converted where lossless: int -> float)."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, where)
+            except ValueError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ValueError(f"config {where} must be {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"config {where} must be one of {args}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return from_dict(hint, value, f"{where}.")
+        raise _type_error(hint, value, where)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(hint, value, where)
+        item = args[0] if args else Any
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(hint, value, where)
+        key_hint, value_hint = args if args else (Any, Any)
+        return {
+            _convert(key_hint, k, f"{where}"): _convert(value_hint, v, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(hint, value, where)
+        return float(value)
+    if hint in (int, str, bool):
+        if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
+            raise _type_error(hint, value, where)
+        return value
     return value
 
 
-def _dataclass_in(hint: Any) -> type | None:
-    """The dataclass type named by ``hint`` (directly or as ``X | None``), if any."""
+def _describe(hint: Any) -> str:
+    """A reader's name for a type hint: 'an integer', 'a list of integers', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        named = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(named)
+        return f"{text} or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
     if dataclasses.is_dataclass(hint):
-        return hint
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        found = [arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)]
-        return found[0] if len(found) == 1 else None
-    return None
+        return "a mapping of settings"
+    return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    name = _describe(hint)
+    return _PLURALS.get(name, name)
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_PLURALS = {"an integer": "integers", "a number": "numbers", "a string": "strings"}
+
+
+def _type_error(hint: Any, value: Any, where: str) -> ValueError:
+    return ValueError(
+        f"config {where} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
+    )
 
 
 def path_field(default: str | None) -> Any:

@@ -66,3 +66,40 @@ def test_load_config_layers_defaults_file_and_overrides(tmp_path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping at the top level"):
         load_config(Outer, path)
+
+
+@dataclass
+class Typed:
+    epochs: int = 10
+    lr: float = 1e-3
+    tags: list[str] = field(default_factory=list)
+    table: dict[str, int] = field(default_factory=dict)
+    flag: bool = False
+    limit: int | None = None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"epochs": "ten"}, r"epochs must be an integer, got 'ten' \(str\)"),
+        ({"epochs": 2.5}, r"epochs must be an integer, got 2.5"),
+        ({"epochs": True}, r"epochs must be an integer, got True"),
+        ({"lr": "fast"}, r"lr must be a number, got 'fast'"),
+        ({"tags": "a"}, r"tags must be a list of strings, got 'a'"),
+        ({"tags": ["a", 3]}, r"tags\[1\] must be a string, got 3"),
+        ({"table": {"a": "x"}}, r"table\.a must be an integer"),
+        ({"flag": "yes"}, r"flag must be true or false, got 'yes'"),
+        ({"limit": "many"}, r"limit must be an integer, got 'many'"),
+    ],
+)
+def test_values_of_the_wrong_type_are_named_with_what_is_allowed(data, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_dict(Typed, data)
+
+
+def test_lossless_conversions_and_null_are_accepted() -> None:
+    config = from_dict(Typed, {"lr": 1, "limit": None, "tags": ("a",)})
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.limit is None and config.tags == ["a"]
+    with pytest.raises(ValueError, match=r"inner must be a mapping of settings, got 3"):
+        from_dict(Outer, {"inner": 3})
