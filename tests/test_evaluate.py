@@ -317,7 +317,7 @@ def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
     other = TINY_CONFIG | {"vision": TINY_CONFIG["vision"] | {"seed": 1}}
     mismatched = tmp_path / "other-model"
     RadZero(RadZeroConfig.from_dict(other)).save_pretrained(mismatched)
-    with pytest.raises(ValueError, match="feature cache .* holds"):
+    with pytest.raises(ValueError, match=r"feature cache .* holds"):
         evaluate(
             EvaluateJobConfig(
                 **(common | {"model": str(mismatched)}),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from radzero.data import benchmarks, phantom
+from radzero.data import benchmarks
 from radzero.eval.scoring import TruthBuilder
 
 CHEXPERT_COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -32,7 +32,7 @@ class Segmentation:
 SEGMENTATION: dict[str, Segmentation] = {
     "siim": Segmentation(("Pneumothorax",)),
     "rsna": Segmentation(("Pneumonia",), masks_from_boxes=True),
-    "phantom": Segmentation(tuple(phantom.FINDINGS)),
+    "phantom": Segmentation(benchmarks.READERS["phantom"].pathologies),
 }
 
 
