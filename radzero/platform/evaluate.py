@@ -10,7 +10,6 @@ gathers the records, computes the metrics (:func:`radzero.eval.scoring.summarise
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -27,10 +26,11 @@ import torch
 from radzero import storage
 from radzero.config import path_field, to_dict
 from radzero.data import benchmarks
+from radzero.data.hashing import fingerprint
 from radzero.data.images import read_image, to_pixels
 from radzero.eval import report, scoring
 from radzero.model import RadZero
-from radzero.platform.session import actor_gpus
+from radzero.platform.session import actor_pool_options, default_device
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,9 @@ def evaluate(config: EvaluateJobConfig) -> dict:
         .map_batches(
             Scorer,
             fn_constructor_kwargs=scorer_args,
-            compute=ray.data.ActorPoolStrategy(size=config.actors),
             batch_size=config.batch_size,
             batch_format="pandas",
-            num_cpus=config.num_cpus,
-            num_gpus=actor_gpus(config.num_gpus),
+            **actor_pool_options(config.actors, config.num_cpus, config.num_gpus),
         )
         .to_pandas()
         .sort_values("position")
@@ -166,7 +164,7 @@ class Scorer:
     def __init__(
         self, model: str, classes: list[str], templates: list[str], builder: dict[str, Any]
     ) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device()
         self.model = _load(model).to(self.device)
         self.classes, self.templates = classes, templates
         self.truth = scoring.TruthBuilder(**builder)
@@ -245,7 +243,7 @@ def _fraction(image: str, root: str) -> float:
     """A stable number in [0, 1) per image, from its path under ``root``: the same images are
     held out wherever the benchmark lives."""
     relative = image[len(root) :] if image.startswith(root) else image
-    return int(hashlib.sha256(relative.strip("/").encode()).hexdigest()[:8], 16) / 2**32
+    return int(fingerprint(relative.strip("/"), length=8), 16) / 2**32
 
 
 def _classes(evaluated: pd.DataFrame, config: EvaluateJobConfig) -> list[str]:
