@@ -8,7 +8,6 @@ classes scored by AUC and the findings scored by segmentation. See docs/evaluati
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from radzero.data import benchmarks
+from radzero.data.hashing import fingerprint
 from radzero.eval.scoring import TruthBuilder
 
 CHEXPERT_COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
@@ -107,8 +107,7 @@ def plan(
 
 def _held_out(image: str, root: str, fraction: float) -> bool:
     relative = image[len(root) :] if image.startswith(root) else image
-    digest = hashlib.sha256(relative.strip("/").encode()).hexdigest()
-    return int(digest[:8], 16) / 2**32 < fraction
+    return int(fingerprint(relative.strip("/"), length=8), 16) / 2**32 < fraction
 
 
 def _classes(evaluated: pd.DataFrame, benchmark: str, chosen: Sequence[str] | None) -> list[str]:

@@ -13,7 +13,6 @@ records; the driver computes the metrics (:func:`radzero.eval.scoring.summarise`
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from radzero.eval.protocol import plan
 from radzero.model import RadZero
 from radzero.platform import outputs
 from radzero.platform.features import backbone_name, read_features
-from radzero.platform.session import actor_gpus
+from radzero.platform.session import actor_pool_options, default_device
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +211,9 @@ def _score(
             "truths": truths,
             "by_image": by_image,
         },
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
         batch_size=config.batch_size,
         batch_format="pandas",
-        num_cpus=config.num_cpus,
-        num_gpus=actor_gpus(config.num_gpus),
+        **actor_pool_options(config.actors, config.num_cpus, config.num_gpus),
     )
     records = scored.to_pandas()
     if records.empty:
@@ -228,8 +225,7 @@ def _cached_tokens(
     config: EvaluateJobConfig, model: RadZero, images: list[str]
 ) -> ray.data.Dataset:
     """The cached rows of ``images`` from a feature cache computed by the model's backbone."""
-    outputs.require_finished(config.features, "features")
-    summary = json.loads(storage.read_text(storage.join(config.features, "summary.json")))
+    summary = outputs.read_summary(config.features, "features")
     expected = (backbone_name(model.config.vision), model.preprocess.image_size)
     if (summary["backbone"], summary["resolution"]) != expected:
         raise ValueError(
@@ -261,7 +257,7 @@ class Scorer:
         truths: list[dict[str, Any]],
         by_image: dict[str, list[int]] | None,
     ) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device()
         self.model = RadZero.from_pretrained(model).to(self.device)
         self.classes, self.templates = classes, templates
         self.builder = scoring.TruthBuilder(**builder)
