@@ -1,10 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Each bootstraps .venv.
+# `make test-fast` leaves out the tests marked slow (demo-scale learning, a local cluster and
+# `ray job submit`, driver kills, multi-epoch Ray Train).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +21,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/vlcabs.py
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/preprocess.py
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/train.py
+	$(PY) bench/vlcabs.py
+	$(PY) bench/decode_memory.py
+	HF_HUB_OFFLINE=1 $(PY) bench/preprocess.py
+	HF_HUB_OFFLINE=1 $(PY) bench/train.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Ray on loopback without token auth, its files under a temporary folder (REFERENCE.md section 3).
+# Ray on loopback without token auth (nothing else can reach it), its files in a temp folder.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

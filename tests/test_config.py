@@ -103,3 +103,20 @@ def test_lossless_conversions_and_null_are_accepted() -> None:
     assert config.limit is None and config.tags == ["a"]
     with pytest.raises(ValueError, match=r"inner must be a mapping of settings, got 3"):
         from_dict(Outer, {"inner": 3})
+
+
+def test_a_jobs_file_gives_each_job_its_own_section(tmp_path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n  a:\n    name: from-a\n  b:\n    inner: {lr: 0.5}\n")
+    assert load_config(Outer, path, section="a") == Outer(name="from-a")
+    assert load_config(Outer, path, ["name=cli"], section="b") == Outer("cli", inner=Inner(0.5))
+    assert load_config(Outer, path, section="absent") == Outer()
+    path.write_text("jobs:\n  a: [1]\n")
+    with pytest.raises(ValueError, match=r"jobs\.a must be a mapping"):
+        load_config(Outer, path, section="a")
+
+
+def test_an_override_below_a_scalar_override_conflicts() -> None:
+    with pytest.raises(ValueError, match=r"'inner\.lr=2' conflicts with an earlier one"):
+        parse_overrides(["inner=1", "inner.lr=2"])
+    assert parse_overrides(["inner.lr=", "name=null"]) == {"inner": {"lr": None}, "name": None}

@@ -222,6 +222,7 @@ def test_pixel_auc_from_histograms_matches_the_exact_one_on_binned_maps() -> Non
     )
 
 
+@pytest.mark.slow
 def test_the_jobs_on_the_command_line_with_results_on_s3(
     ray_local, model_dir, chestxdet10, s3_bucket, tmp_path
 ) -> None:

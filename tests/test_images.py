@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -353,39 +351,3 @@ def test_load_image(tmp_path: Path) -> None:
     pixels = load_image(path, PreprocessConfig(image_size=32, mean=(0.5,), std=(0.25,), channels=1))
     assert pixels.shape == (1, 32, 32)
     torch.testing.assert_close(pixels, torch.full((1, 32, 32), 2.0))
-
-
-_FAULTS_PER_DECODE = """
-import io, resource, sys
-import numpy as np
-from PIL import Image
-from radzero.data.images import read_image, resize, reuse_freed_memory
-
-if sys.argv[1] == "reuse" and not reuse_freed_memory():
-    print("unsupported")
-    raise SystemExit
-ramp = np.add.outer(np.arange(2048), np.arange(2048)) % 251
-buffer = io.BytesIO()
-Image.fromarray(ramp.astype(np.uint8)).save(buffer, "PNG", compress_level=1)
-data = buffer.getvalue()
-counts = []
-for _ in range(6):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    resize(read_image(data), 224)
-    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(min(counts[2:]))
-"""
-
-
-def test_reuse_freed_memory_keeps_decode_buffers_in_the_process() -> None:
-    """Without it glibc maps fresh pages for each 2k x 2k decode; with it they are reused."""
-
-    def faults(mode: str) -> str:
-        run = [sys.executable, "-c", _FAULTS_PER_DECODE, mode]
-        return subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip()
-
-    reused = faults("reuse")
-    if reused == "unsupported":
-        pytest.skip("the C library is not glibc")
-    pages = 2048 * 2048 * 5 // 4096  # the uint8 and float32 planes of one image
-    assert int(reused) < pages // 20 < int(faults("default"))

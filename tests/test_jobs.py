@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def submit(cluster: tuple[str, dict], *args: str, root: Path | None = None):
     return run(*command, "--", sys.executable, *args, env=env)
 
 
+@pytest.mark.slow
 def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None:
     """preprocess -> features -> train for configs/local.yaml, as submitted jobs."""
     phantom.write_dataset(tmp_path / "runs" / "local" / "phantoms", 40, size=224, seed=4)
@@ -126,6 +128,7 @@ def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None
     assert model.config.to_dict() == get_model_config("radzero-tiny-local").to_dict()
 
 
+@pytest.mark.slow
 def test_a_relative_path_in_a_submitted_job_needs_radzero_root(cluster) -> None:
     done = submit(cluster, "jobs/preprocess.py", "--config", "configs/local.yaml")
     assert done.returncode != 0
@@ -157,7 +160,65 @@ def _wait_for_jobs_api(address: str, head: subprocess.Popen, env: dict, log: Pat
     raise AssertionError(f"the jobs API at {address} did not come up within 120 s")
 
 
-@pytest.mark.parametrize("script", ["jobs/preprocess.py", "jobs/features.py", "jobs/train.py"])
-def test_job_help_names_its_arguments(script) -> None:
-    done = run(sys.executable, script, "--help")
-    assert done.returncode == 0 and "--config" in done.stdout and "--set" in done.stdout
+def _main(script: str):
+    """The ``main(argv)`` of a job script, loaded from its file as ``python script`` would."""
+    return runpy.run_path(str(ROOT / script))["main"]
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "named"),
+    [
+        ("jobs/preprocess.py", "split.sed=3", "split.sed: did you mean 'seed'"),
+        ("jobs/features.py", "batchsize=8", "batchsize: did you mean 'batch_size'"),
+        ("jobs/train.py", "train.lrr=0.1", "train.lrr: did you mean 'lr'"),
+        ("jobs/evaluate.py", "benchmarks=siim", "benchmarks: did you mean 'benchmark'"),
+    ],
+)
+def test_a_bad_set_key_is_a_usage_error_naming_it(script, override, named, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _main(script)(["--config", str(ROOT / "configs" / "local.yaml"), "--set", override])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"unknown config key(s) {override.split('=')[0]}" in error and named in error
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.lr"], "'train.lr' is not of the form key=value"),
+        (["--set", "source=pixels"], "source must be one of ('features', 'images')"),
+        (["--set", "scaling.num_workers=2", "train.batch_size=3"], "must divide evenly"),
+        (["--set", "patience=0"], "patience must be >= 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_train_arguments_stop_with_the_reason(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _main("jobs/train.py")(args)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_demo_rejects_bad_settings_before_any_work(tmp_path, capsys) -> None:
+    demo = _main("jobs/demo.py")
+    local = ["--config", str(ROOT / "configs" / "local.yaml")]
+    for args, message in [
+        (["--set", "optim.epoch=2"], "optim.epoch: did you mean 'epochs'"),
+        (["--set", "optim.epochs=two"], "optim.epochs must be an integer, got 'two'"),
+        (["--set", "count=-"], "count must be an integer"),
+        (["--overrides", "{}"], "unrecognized arguments: --overrides"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            demo([*local, "--out", str(tmp_path / "demo"), *args])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_results_needs_named_evaluation_folders(tmp_path, capsys) -> None:
+    results = _main("jobs/results.py")
+    for run_arg, message in [
+        ("radzero", "'radzero': expected NAME=EVAL_OUT"),
+        (f"radzero={tmp_path}", f"{tmp_path} holds no NAME/metrics.json"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            results([run_arg])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err

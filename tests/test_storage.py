@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import threading
-import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +17,6 @@ import pytest
 
 from radzero import storage
 from radzero.config import from_dict
-from tests.conftest import free_port
 
 
 def test_local_paths_resolve_to_absolute_local_files(tmp_path, monkeypatch) -> None:
@@ -71,29 +75,171 @@ def test_s3_round_trip_through_the_aws_environment(s3_bucket) -> None:
     assert not storage.exists(f"{root}/a/one.bin")
 
 
-def test_transient_outage_is_retried_with_backoff(s3_bucket, monkeypatch) -> None:
-    from moto.server import ThreadedMotoServer
+# --- retries ------------------------------------------------------------------------------------
 
-    # An endpoint that comes up only after the first attempts have failed.
-    port = free_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.3)
-    late = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    timer = threading.Timer(0.5, late.start)
-    timer.start()
+
+class Attempts:
+    """An operation that raises ``error`` on its first ``failures`` calls, then returns "done"."""
+
+    def __init__(self, failures: int, error: OSError | None = None) -> None:
+        self.failures = failures
+        self.error = error or OSError("connection reset")
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+@pytest.fixture
+def backoffs(monkeypatch) -> list[float]:
+    """The delays ``with_retries`` sleeps, recorded instead of slept."""
+    delays: list[float] = []
+    monkeypatch.setattr(storage, "time", SimpleNamespace(sleep=delays.append))
+    return delays
+
+
+def test_with_retries_runs_the_operation_until_it_succeeds(backoffs) -> None:
+    operation = Attempts(failures=3)
+    assert storage.with_retries(operation, "write s3://b/k") == "done"
+    assert operation.calls == 4
+    base = storage.RETRY_BASE_DELAY_S
+    assert backoffs == [base, 2 * base, 4 * base]
+
+
+def test_with_retries_gives_up_after_its_attempts_naming_the_operation(backoffs) -> None:
+    operation = Attempts(failures=10)
+    with pytest.raises(
+        OSError, match=r"^write s3://b/k: failed after 3 attempts: connection"
+    ) as err:
+        storage.with_retries(operation, "write s3://b/k", attempts=3)
+    assert operation.calls == 3 and len(backoffs) == 2
+    assert err.value.__cause__ is operation.error
+    default = Attempts(failures=10)
+    with pytest.raises(OSError, match=f"failed after {storage.RETRY_ATTEMPTS} attempts"):
+        storage.with_retries(default, "read x")
+    assert default.calls == storage.RETRY_ATTEMPTS
+
+
+def test_with_retries_does_not_retry_a_missing_file(backoffs) -> None:
+    operation = Attempts(failures=1, error=FileNotFoundError("s3://b/missing"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        storage.with_retries(operation, "read s3://b/missing")
+    assert operation.calls == 1 and backoffs == []
+
+
+class FlakyEndpoint:
+    """A TCP front for an S3 endpoint that answers HTTP 500 to every request of its first
+    ``failing_calls`` SDK calls, and passes everything after them through unchanged.
+
+    The AWS SDK marks each request with its call (``amz-sdk-invocation-id``, the same for the
+    SDK's own retries of that call) and the attempt within it (``amz-sdk-request: attempt=N``),
+    so ``calls`` tells the project's retries (new calls) from the SDK's (attempts of one call).
+    """
+
+    ERROR = b"<Error><Code>InternalError</Code><Message>flaky</Message></Error>"
+
+    def __init__(self, upstream: str, failing_calls: int) -> None:
+        parsed = urlparse(upstream)
+        self.upstream = (parsed.hostname, parsed.port)
+        self.failing_calls = failing_calls
+        self.calls: dict[str, list[int]] = {}  # invocation id -> attempts seen, in order
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        headers = dict(
+            line.split(": ", 1) for line in head.split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+        )
+        headers = {key.lower(): value for key, value in headers.items()}
+        call = headers["amz-sdk-invocation-id"]
+        attempt = int(re.search(r"attempt=(\d+)", headers["amz-sdk-request"]).group(1))
+        with self.lock:
+            if call not in self.calls:
+                self.calls[call] = []
+            self.calls[call].append(attempt)
+            failing = list(self.calls).index(call) < self.failing_calls
+        if failing:
+            client.sendall(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+                + f"Content-Length: {len(self.ERROR)}\r\nConnection: close\r\n\r\n".encode()
+                + self.ERROR
+            )
+            client.close()
+            return
+        upstream = socket.create_connection(self.upstream)
+        upstream.sendall(head)
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        _pipe(client, upstream)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes until either side closes, then close both."""
     try:
-        started = time.monotonic()
-        storage.write_text(f"s3://{s3_bucket}/late.txt", "made it")
-        assert time.monotonic() - started >= 0.3  # at least one backoff happened
-        assert storage.read_text(f"s3://{s3_bucket}/late.txt") == "made it"
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
     finally:
-        timer.join()
-        late.stop()
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
-def test_a_store_that_stays_down_fails_naming_the_uri(monkeypatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+@pytest.fixture
+def flaky(s3_endpoint, monkeypatch) -> Iterator[Callable[[int], FlakyEndpoint]]:
+    """Points the AWS environment at a :class:`FlakyEndpoint` in front of the local S3."""
+    made: list[FlakyEndpoint] = []
+
+    def make(failing_calls: int) -> FlakyEndpoint:
+        endpoint = FlakyEndpoint(s3_endpoint, failing_calls)
+        made.append(endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.url)
+        return endpoint
+
     monkeypatch.setattr(storage, "RETRY_BASE_DELAY_S", 0.01)
+    monkeypatch.setattr(storage, "RETRY_ATTEMPTS", 3)
+    yield make
+    for endpoint in made:
+        endpoint.close()
+
+
+def test_a_failing_store_is_retried_by_the_sdk_and_then_by_storage(s3_bucket, flaky) -> None:
+    endpoint = flaky(failing_calls=2)
+    storage.write_text(f"s3://{s3_bucket}/late.txt", "made it")
+    attempts = list(endpoint.calls.values())
+    # Two whole writes failed, each after the SDK's own 3 attempts; the third write went through.
+    assert attempts[:2] == [[1, 2, 3], [1, 2, 3]]
+    assert attempts[2][0] == 1
+    assert storage.read_text(f"s3://{s3_bucket}/late.txt") == "made it"
+
+
+def test_a_store_that_stays_down_fails_naming_the_uri(s3_bucket, flaky, monkeypatch) -> None:
     monkeypatch.setattr(storage, "RETRY_ATTEMPTS", 2)
-    with pytest.raises(OSError, match=r"s3://nowhere/x.txt: failed after 2 attempts"):
-        storage.write_text("s3://nowhere/x.txt", "lost")
+    endpoint = flaky(failing_calls=1000)
+    uri = f"s3://{s3_bucket}/lost.txt"
+    with pytest.raises(OSError, match=f"write {uri}: failed after 2 attempts"):
+        storage.write_text(uri, "lost")
+    assert list(endpoint.calls.values()) == [[1, 2], [1, 2]]

@@ -6,11 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_curve
 
 
@@ -32,7 +30,8 @@ def roc_figure(
 ) -> Path:
     """ROC curve per class on one plot, AUC in the legend; NaN (unknown) labels are left out
     of their class, as in :func:`radzero.eval.metrics.auc_per_class`."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     labels = np.asarray(labels, dtype=np.float64)
     for j, name in enumerate(names):
         known = ~np.isnan(labels[:, j])
@@ -53,9 +52,8 @@ def overlay_figure(
 ) -> Path:
     """A grid: each row an image, then one overlay per phrase with boxes and the map's peak."""
     columns = 1 + max(len(row) for row in panels)
-    fig, axes = plt.subplots(
-        len(images), columns, figsize=(2.3 * columns, 2.4 * len(images)), squeeze=False
-    )
+    fig = Figure(figsize=(2.3 * columns, 2.4 * len(images)))
+    axes = fig.subplots(len(images), columns, squeeze=False)
     for r, (image, row) in enumerate(zip(images, panels, strict=True)):
         axes[r, 0].imshow(image, cmap="gray")
         axes[r, 0].set_title("image", fontsize=8)
@@ -65,7 +63,7 @@ def overlay_figure(
             ax.imshow(panel.heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
             for x1, y1, x2, y2 in panel.boxes:
                 ax.add_patch(
-                    plt.Rectangle(
+                    Rectangle(
                         (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1.2
                     )
                 )
@@ -88,7 +86,8 @@ def overlay_figure(
 def history_figure(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     """Training loss and temperature per epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [h["loss"] for h in history], marker="o")
     left.set(xlabel="epoch", ylabel="MP-NCE loss", title="training loss")
     right.plot(epochs, [h["temperature"] for h in history], marker="o", color="tab:orange")
@@ -96,10 +95,11 @@ def history_figure(history: Sequence[dict[str, float]], path: str | Path) -> Pat
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG. A :class:`Figure` made without pyplot renders with the Agg
+    canvas and is not registered with pyplot, so nothing here touches the caller's backend."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -4,7 +4,7 @@ Each variant runs in its own subprocess so its peak memory (growth of the reside
 inputs and libraries on CPU, allocator peak on CUDA) is its own; times are medians over
 repeats. The last line is one JSON object.
 
-    python benchmarks/vlcabs.py [--batch 32 --sentences 200 --tokens 257 --dim 768]
+    python bench/vlcabs.py [--batch 32 --sentences 200 --tokens 257 --dim 768]
 """
 
 from __future__ import annotations

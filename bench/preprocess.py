@@ -9,7 +9,7 @@ ratio of their total times. The manifest cycles over a smaller set of distinct p
 radiograph size, so that generating them stays quick. Then the feature cache's throughput with
 the tiny backbone. The last line is one JSON object.
 
-    python benchmarks/preprocess.py [--rows 512 --images 64 --size 2048 --rounds 2]
+    python bench/preprocess.py [--rows 512 --images 64 --size 2048 --rounds 2]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ computed once beforehand (what the cache stores), seconds per step; for the tiny
 the most caching can gain. Backbones are randomly initialised. The last line is one JSON
 object.
 
-    python benchmarks/train.py [--images 400 --batch-size 32 --epochs 3 --image-epochs 2]
+    python bench/train.py [--images 400 --batch-size 32 --epochs 3 --image-epochs 2]
 """
 
 from __future__ import annotations
