@@ -184,6 +184,8 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
+        if not Path(path).is_file():
+            raise ValueError(f"config file {path} does not exist")
         text = Path(path).read_text()
         try:
             data = yaml.safe_load(text) or {}

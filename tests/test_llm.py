@@ -146,14 +146,6 @@ def test_reply_text_rejects_with_reason(response: dict, reason: str) -> None:
 # --- LLMConfig and the processor configs -------------------------------------------------------
 
 
-def test_config_defaults_follow_the_authors() -> None:
-    config = LLMConfig(url=URL, model="m")
-    assert config.max_attempts == 5
-    assert config.fallback == "rules"
-    assert config.temperature == 0.0
-    assert config.api_key_env == "OPENAI_API_KEY"
-
-
 def test_from_dict_rejects_unknown_keys_naming_them() -> None:
     with pytest.raises(
         ValueError, match=r"key\(s\) llm\.max_retries, llm\.modle.*did you mean 'model'"

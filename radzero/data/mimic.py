@@ -4,7 +4,8 @@
 read too), the report of each study at ``root/files/pXX/pNNNNNNNN/sNNNNNNNN.txt`` (MIMIC-CXR), and
 beside ``files/`` the published CSVs, plain or gzipped: ``mimic-cxr-2.0.0-split.csv`` (split per
 image: train / validate / test), optionally ``mimic-cxr-2.0.0-metadata.csv`` (``ViewPosition``)
-and ``mimic-cxr-2.0.0-chexpert.csv`` (labels per study: 1, 0, -1 uncertain, blank).
+and ``mimic-cxr-2.0.0-chexpert.csv`` (labels per study: 1, 0, -1 uncertain, blank; read as
+1.0, 0.0 and NaN for both uncertain and blank).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def read_mimic(root: str) -> pd.DataFrame:
     if labels_csv is not None:
         labels = _read_csv(labels_csv, dtype={"subject_id": str, "study_id": str})
         labels = labels.drop(columns=["subject_id"]).drop_duplicates("study_id")
+        classes = [c for c in labels.columns if c != "study_id"]
+        # One label convention (docs/data.md): uncertain (-1) is unknown, like a blank.
+        labels[classes] = labels[classes].mask(labels[classes] == -1)
         frame = frame.merge(labels, on="study_id", how="left")
 
     frame["report"] = _read_reports(list(frame["report_uri"]))
