@@ -195,7 +195,7 @@ def _overlays(
         pixels = to_pixels(gray, model.preprocess)[None]
         queries = [(q, boxes, None) for (_, q), boxes in truth.targets().items()]
         queries += [(builder.queries[f], [], mask) for f, mask in truth.masks.items()]
-        maps = model.similarity_maps(pixels, [q for q, _, _ in queries])[0].numpy()
+        maps = model.similarity_maps([q for q, _, _ in queries], images=pixels)[0].numpy()
         images.append(resize(gray, size).numpy())
         row_panels = []
         for (query, boxes, mask), heatmap in zip(queries, maps, strict=True):

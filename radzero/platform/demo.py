@@ -24,7 +24,7 @@ from radzero.data import phantom
 from radzero.data.images import read_image
 from radzero.eval import figures, scoring
 from radzero.eval.metrics import box_fraction
-from radzero.model import RadZero
+from radzero.model import RadZero, resolve_model_config
 from radzero.model.training import TrainConfig
 from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
@@ -88,8 +88,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     phantoms = prepare_phantoms(out, config)
+    overrides = deep_merge(config.model_overrides, {"vision": {"image_size": config.size}})
+    resolve_model_config(config.model, overrides)  # a bad name or override fails before any work
     connect()
-    vision = config.model_overrides.get("vision", {})
     prepared = preprocess(
         str(phantoms.parent), str(out / "data"), PreprocessJobConfig(resolutions=[config.size])
     )
@@ -97,7 +98,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     cache = compute_features(
         str(out / "data"),
         str(out / "data"),
-        FeaturesJobConfig(model=config.model, vision=vision, resolution=config.size),
+        FeaturesJobConfig(model=config.model, vision=overrides["vision"]),
     )
     log(f"features: {cache['images']} images as {cache['key']}")
     shutil.rmtree(out / "train", ignore_errors=True)  # a fresh run, not a resumed one
@@ -105,7 +106,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
         name="demo",
         data=str(out / "data"),
         model=config.model,
-        model_overrides=deep_merge(config.model_overrides, {"vision": {"image_size": config.size}}),
+        model_overrides=overrides,
         train=config.train,
         classes=list(phantom.FINDINGS),
         scaling=ScalingSection(num_workers=config.workers, cpus_per_worker=0.5),
@@ -235,7 +236,6 @@ def overlay_examples(
         absent = [f for f in findings if f not in boxes][:1]
         phrases = present + absent
         maps = model.similarity_maps(
-            None,
             [f"There is {f}" for f in phrases],
             features=features[i : i + 1],
             size=(config.size, config.size),

@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,7 +96,7 @@ def evaluate(config: EvaluateJobConfig) -> dict:
         len(classes),
         config.actors,
     )
-    model = _load(config.model)
+    model = RadZero.from_pretrained(config.model)
     builder = scoring.TruthBuilder(
         size=model.preprocess.image_size,
         template=config.templates[0],
@@ -167,7 +165,7 @@ class Scorer:
         self, model: str, classes: list[str], templates: list[str], builder: dict[str, Any]
     ) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = _load(model).to(self.device)
+        self.model = RadZero.from_pretrained(model).to(self.device)
         self.classes, self.templates = classes, templates
         self.truth = scoring.TruthBuilder(**builder)
 
@@ -258,13 +256,3 @@ def _classes(evaluated: pd.DataFrame, config: EvaluateJobConfig) -> list[str]:
     if config.benchmark == "chexpert":
         return list(CHEXPERT_COMPETITION)
     return [c for c in labels if (evaluated[c] == 1).any()]
-
-
-def _load(model: str) -> RadZero:
-    """A ``save_pretrained`` folder, local or on S3."""
-    if not storage.is_s3(model):
-        return RadZero.from_pretrained(model)
-    with tempfile.TemporaryDirectory() as folder:
-        for name in ("config.json", "model.safetensors"):
-            (Path(folder) / name).write_bytes(storage.read_bytes(storage.join(model, name)))
-        return RadZero.from_pretrained(folder)
