@@ -46,14 +46,9 @@ def main() -> None:
 
     from radzero.data import phantom
     from radzero.data.manifest import load_manifest
+    from radzero.data.prepare import assign_splits, normalise_manifest, prepare_batch
     from radzero.platform.features import FeaturesJobConfig, compute_features
-    from radzero.platform.preprocess import (
-        PreprocessJobConfig,
-        assign_splits,
-        normalise_manifest,
-        prepare_batch,
-        preprocess,
-    )
+    from radzero.platform.preprocess import PreprocessJobConfig, preprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

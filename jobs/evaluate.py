@@ -14,7 +14,7 @@ import json
 
 from radzero.eval.report import headline
 from radzero.platform.evaluate import EvaluateJobConfig, evaluate
-from radzero.platform.session import job_arguments, require, start_job
+from radzero.platform.session import job_arguments, require_options, start_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output URI (results under OUT/NAME/)")
     options = {"model": "model", "benchmark": "benchmark", "root": "root", "out": "out"}
     _, config = start_job(parser, EvaluateJobConfig, argv, "evaluate", options)
-    require(parser, config, "model", "benchmark", "root")
+    require_options(parser, config, "model", "benchmark", "root")
     metrics = evaluate(config)
     print(f"evaluate {config.benchmark}: {headline(metrics)} -> {config.out}/{config.benchmark}")
     print(json.dumps({k: v for k, v in metrics.items() if k != "config"}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from radzero.platform.features import FeaturesJobConfig, compute_features
-from radzero.platform.session import job_arguments, require, start_job
+from radzero.platform.session import job_arguments, require_options, start_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output URI (tokens under OUT/features/)")
     paths = {"prepared": "prepared", "out": "out"}
     _, config = start_job(parser, FeaturesJobConfig, argv, "features", paths)
-    require(parser, config, "prepared", "out")
+    require_options(parser, config, "prepared", "out")
     summary = compute_features(config.prepared, config.out, config)
     print(f"features: {summary['images']} images cached as {summary['key']}")
     print(json.dumps(summary))

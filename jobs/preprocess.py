@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
-from radzero.platform.session import job_arguments, require, start_job
+from radzero.platform.session import job_arguments, require_options, start_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output URI")
     paths = {"manifest": "manifest", "out": "out"}
     _, config = start_job(parser, PreprocessJobConfig, argv, "preprocess", paths)
-    require(parser, config, "manifest", "out")
+    require_options(parser, config, "manifest", "out")
     summary = preprocess(config.manifest, config.out, config)
     print(
         f"preprocess: {summary['rows_out']} of {summary['rows_in']} rows prepared, "

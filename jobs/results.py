@@ -9,7 +9,6 @@ s3://); NAME labels that model's row. Prints a Markdown table (and writes it to 
 from __future__ import annotations
 
 import argparse
-import json
 
 from radzero import storage
 from radzero.eval import results
@@ -20,15 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", metavar="NAME=EVAL_OUT")
     parser.add_argument("--out", help="also write the table to this file (local or s3://)")
     args = parser.parse_args(argv)
-    runs = {}
-    for run in args.runs:
-        name, sep, folder = run.partition("=")
-        if not sep or not name or not folder:
-            parser.error(f"{run!r}: expected NAME=EVAL_OUT")
-        found = storage.list_files(folder, suffix="/metrics.json")
-        if not found:
-            parser.error(f"{folder} holds no NAME/metrics.json of jobs/evaluate.py")
-        runs[name] = [json.loads(storage.read_text(f)) for f in found]
+    try:
+        runs = results.load_runs(args.runs)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
     text = results.table(runs) + "\n"
     print(text, end="")
     if args.out:

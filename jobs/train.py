@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 
-from radzero.platform.session import job_arguments, require, start_job
+from radzero.platform.session import job_arguments, require_options, start_job
 from radzero.platform.train import TrainJobConfig, train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_arguments(__doc__, TrainJobConfig)
     _, config = start_job(parser, TrainJobConfig, argv, "train")
-    require(parser, config, "data")
+    require_options(parser, config, "data")
     summary = train(config)
     best = summary["best"]
     print(

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from radzero import storage
-from radzero.data import benchmarks
+from radzero.data import benchmarks, phantom
 from radzero.data.benchmarks import decode_rle
 
 # --------------------------------------------------------------------------------- generators
@@ -230,6 +230,11 @@ def make_rsna(root: Path) -> None:
     )
 
 
+def make_phantom(root: Path) -> None:
+    """A tiny phantom set as the generator writes it."""
+    phantom.write_dataset(root, 6, size=64, seed=1, prevalence=0.5)
+
+
 MAKERS = {
     "chexpert": make_chexpert,
     "chestxray14": make_nih,
@@ -239,6 +244,7 @@ MAKERS = {
     "mscxr": make_mscxr,
     "siim": make_siim,
     "rsna": make_rsna,
+    "phantom": make_phantom,
 }
 
 
@@ -265,7 +271,8 @@ def test_names_and_unknown_name(tmp_path) -> None:
         "siim",
         "rsna",
     )
-    with pytest.raises(ValueError, match=r"'mimic'.*chexpert, chestxray14, .*siim, rsna"):
+    assert list(benchmarks.READERS) == [*benchmarks.NAMES, "phantom"]
+    with pytest.raises(ValueError, match=r"'mimic'.*chexpert, chestxray14, .*siim, rsna, phantom$"):
         benchmarks.read("mimic", tmp_path)
 
 
@@ -305,6 +312,7 @@ def test_missing_files_name_the_root_and_the_files(tmp_path, name) -> None:
         "mscxr": ["MS_CXR_Local_Alignment_v1.1.0.csv", "MS_CXR_Local_Alignment_v1.0.0.csv"],
         "siim": ["train-rle.csv", "stage_2_train.csv"],
         "rsna": ["stage_2_train_labels.csv"],
+        "phantom": ["manifest.csv"],
     }[name]
     assert all(n in str(err.value) for n in expected)
 

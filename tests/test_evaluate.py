@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from radzero import storage
+from radzero.config import from_dict
 from radzero.data import benchmarks, phantom
 from radzero.data.images import read_image, to_pixels
 from radzero.eval import metrics, scoring
@@ -270,8 +271,57 @@ def test_the_jobs_on_the_command_line_with_results_on_s3(
         ({"benchmark": "imagenet"}, "not one of"),
         ({"templates": ["a chest with"]}, "'{}'"),
         ({"val_fraction": 1.5}, "val_fraction"),
+        ({"split": "testing"}, r"split must be one of \('train', 'val', 'test'\)"),
+        ({"source": "features"}, "needs features"),
     ],
 )
 def test_config_errors(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
-        EvaluateJobConfig(**{"benchmark": "siim", **changes})
+        from_dict(EvaluateJobConfig, {"benchmark": "siim", **changes})
+
+
+def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
+    ray_local, model_dir, tmp_path
+) -> None:
+    """The demo's path: the phantom benchmark scored from cached tokens gives the numbers of
+    scoring its images (the cache holds the same 64 px pixels, as float16 tokens)."""
+    from radzero.platform.features import FeaturesJobConfig, compute_features
+    from radzero.platform.preprocess import PreprocessJobConfig, preprocess
+
+    root = tmp_path / "phantoms"
+    phantom.write_dataset(root, 40, size=64, seed=3, prevalence=0.5, splits=(0.4, 0.3, 0.3))
+    data = str(tmp_path / "data")
+    preprocess(str(root), data, PreprocessJobConfig(resolutions=[64], batch_rows=16))
+    cache = compute_features(
+        data, data, FeaturesJobConfig(model="radzero-tiny", vision=TINY_CONFIG["vision"])
+    )
+    common = {"model": model_dir, "benchmark": "phantom", "root": str(root), "batch_size": 8}
+    from_images = evaluate(EvaluateJobConfig(**common, out=str(tmp_path / "images")))
+    from_cache = evaluate(
+        EvaluateJobConfig(
+            **common,
+            out=str(tmp_path / "cache"),
+            source="features",
+            features=storage.join(data, "features", cache["key"]),
+        )
+    )
+    assert from_cache["images"] == from_images["images"] > 0 and not from_cache["failed"]
+    assert from_cache["auc"]["macro"] == pytest.approx(from_images["auc"]["macro"], abs=0.02)
+    seg = from_cache["segmentation"]
+    assert seg["threshold_from"] == "the 'val' split" and seg["per_class"]
+    assert from_cache["pointing"]["samples"] == from_images["pointing"]["samples"]
+    assert 0 < from_cache["pointing"]["chance"] < 0.5
+    report = (tmp_path / "cache" / "phantom" / "report.md").read_text()
+    assert "figures/overlays.png" in report and "Segmentation" in report
+
+    other = TINY_CONFIG | {"vision": TINY_CONFIG["vision"] | {"seed": 1}}
+    mismatched = tmp_path / "other-model"
+    RadZero(RadZeroConfig.from_dict(other)).save_pretrained(mismatched)
+    with pytest.raises(ValueError, match=r"feature cache .* holds"):
+        evaluate(
+            EvaluateJobConfig(
+                **(common | {"model": str(mismatched)}),
+                source="features",
+                features=storage.join(data, "features", cache["key"]),
+            )
+        )

@@ -1,29 +1,61 @@
 """LLM finding-sentence extraction: reply validation, config, and the Ray Data job with retries.
 
-The Ray Data tests talk to ``tests/llm_stub.py``, a real HTTP server on 127.0.0.1 speaking the
-OpenAI chat-completions format (the only stand-in in the project: no LLM can run here).
+The reply and config tests use only the Ray-free ``radzero.data.llm_extraction``; the tests of
+``radzero.platform.llm`` import it (and so Ray) inside the test. The Ray Data tests talk to
+``tests/llm_stub.py``, a real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions
+format (the only stand-in in the project: no LLM can run here).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from radzero.platform.llm import (
+from radzero.config import from_dict
+from radzero.data.llm_extraction import (
     SYSTEM_PROMPT,
     LLMConfig,
-    LLMExtractionError,
     build_messages,
-    build_processor_config,
-    extract_sentences,
     parse_sentences,
-    summarise,
+    reply_text,
 )
 from tests.llm_stub import StubLLM, expected_sentences
+
+URL = "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_extraction_module_does_not_import_ray() -> None:
+    code = "\n".join(
+        [
+            "import sys",
+            "from radzero.data.llm_extraction import LLMConfig, build_messages, parse_sentences",
+            f"LLMConfig.from_dict({{'url': {URL!r}, 'model': 'm'}})",
+            "build_messages('FINDINGS: No edema.')",
+            "assert parse_sentences('[\"There is no edema.\"]') == ['There is no edema.']",
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'ray'))",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_platform_module_re_exports_the_extraction_names() -> None:
+    from radzero.data import llm_extraction
+    from radzero.platform import llm
+
+    for name in ("LLMConfig", "SYSTEM_PROMPT", "build_messages", "parse_sentences"):
+        assert getattr(llm, name) is getattr(llm_extraction, name)
+
 
 # --- parse_sentences --------------------------------------------------------------------------
 
@@ -86,11 +118,36 @@ def test_parse_never_evaluates(tmp_path: Path) -> None:
     assert not canary.exists()
 
 
+def test_reply_text_reads_the_first_choice() -> None:
+    response = {
+        "choices": [
+            {"message": {"role": "assistant", "content": '["There is no edema."]'}},
+            {"message": {"role": "assistant", "content": "ignored"}},
+        ]
+    }
+    assert parse_sentences(reply_text(response)) == ["There is no edema."]
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ({"error": {"status": 500, "message": "HTTP 500: boom"}}, "request failed: .*HTTP 500"),
+        ({"object": "chat.completion"}, r"no choices\[0\]\.message\.content .*KeyError"),
+        ({"choices": []}, r"no choices\[0\].*IndexError"),
+        ({"choices": [None]}, r"no choices\[0\].*TypeError"),
+        ({"choices": [{"message": {"content": None}}]}, "content is not a string"),
+    ],
+)
+def test_reply_text_rejects_with_reason(response: dict, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        reply_text(response)
+
+
 # --- LLMConfig and the processor configs -------------------------------------------------------
 
 
 def test_config_defaults_follow_the_authors() -> None:
-    config = LLMConfig(url="http://127.0.0.1:1/v1/chat/completions", model="m")
+    config = LLMConfig(url=URL, model="m")
     assert config.max_attempts == 5
     assert config.fallback == "rules"
     assert config.temperature == 0.0
@@ -109,28 +166,65 @@ def test_from_dict_rejects_unknown_keys_naming_them() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"engine": "openai"}, "engine must be one of"),
         ({"url": None}, "needs url"),
         ({"url": "127.0.0.1:8000/v1/chat/completions"}, "needs url"),
         ({"model": ""}, "needs model"),
-        ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
-        ({"batch_size": True}, "batch_size must be an integer"),
-        ({"qps": 0}, "qps must be an integer >= 1"),
-        ({"temperature": 3.0}, "temperature"),
-        ({"fallback": "skip"}, "fallback must be one of"),
+        ({"model": "  "}, "needs model"),
+        ({"max_attempts": 0}, r"max_attempts must be >= 1, got 0"),
+        ({"batch_size": 0}, r"batch_size must be >= 1, got 0"),
+        ({"tensor_parallel_size": 0}, r"tensor_parallel_size must be >= 1"),
+        ({"qps": 0}, r"qps must be >= 1 or None, got 0"),
+        ({"temperature": 3.0}, r"temperature must be in \[0, 2\], got 3.0"),
+        ({"temperature": -0.1}, r"temperature must be in \[0, 2\]"),
+        ({"timeout_s": 0}, r"timeout_s must be > 0"),
+        ({"api_key_env": ""}, "api_key_env must be a non-empty"),
         ({"engine": "vllm", "url": None, "model": None}, "needs model_source"),
+        (
+            {"engine": "vllm", "model_source": "m", "engine_kwargs": {"tensor_parallel_size": 2}},
+            "set tensor_parallel_size on LLMConfig",
+        ),
     ],
 )
 def test_config_validation(fields: dict, message: str) -> None:
-    base = {"url": "http://127.0.0.1:1/v1/chat/completions", "model": "m"}
+    base = {"url": URL, "model": "m"}
     with pytest.raises(ValueError, match=message):
         LLMConfig(**{**base, **fields})
+    with pytest.raises(ValueError, match=message):  # the same check when read from a mapping
+        LLMConfig.from_dict({**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"engine": "openai"}, r"config llm\.engine must be one of \('http', 'vllm'\)"),
+        ({"fallback": "skip"}, r"config llm\.fallback must be one of \('rules', 'error'\)"),
+        # The type checks below come from radzero.config.from_dict reading the type hints.
+        ({"batch_size": True}, r"config llm\.batch_size must be an integer, got True"),
+        ({"max_attempts": "5"}, r"config llm\.max_attempts must be an integer, got '5'"),
+        ({"qps": 2.5}, r"config llm\.qps must be an integer.*, got 2\.5"),
+        ({"temperature": "0.2"}, r"config llm\.temperature must be a number, got '0\.2'"),
+        ({"timeout_s": None}, r"config llm\.timeout_s must be a number, got None"),
+        ({"url": 8000}, r"config llm\.url must be a string.*, got 8000"),
+        ({"engine_kwargs": ["max_model_len"]}, r"config llm\.engine_kwargs must be a mapping"),
+        ({"api_key_env": False}, r"config llm\.api_key_env must be a string.*, got False"),
+    ],
+)
+def test_from_dict_rejects_bad_values_naming_the_key(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_dict(LLMConfig, {"url": URL, "model": "m", **fields}, "llm.")
+
+
+def test_from_dict_accepts_an_integer_temperature_and_timeout() -> None:
+    config = LLMConfig.from_dict({"url": URL, "model": "m", "temperature": 1, "timeout_s": 30})
+    assert (config.temperature, config.timeout_s) == (1.0, 30.0)
 
 
 def test_http_processor_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.data.llm import HttpRequestProcessorConfig
 
-    url = "http://127.0.0.1:1/v1/chat/completions"
+    from radzero.platform.llm import build_processor_config
+
+    url = URL
     config = LLMConfig(url=url, model="m", qps=3, concurrency=2, batch_size=7)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     built = build_processor_config(config)
@@ -144,6 +238,8 @@ def test_http_processor_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_vllm_processor_config_builds_without_vllm() -> None:
     from ray.data.llm import vLLMEngineProcessorConfig
+
+    from radzero.platform.llm import build_processor_config
 
     config = LLMConfig(
         engine="vllm",
@@ -202,6 +298,8 @@ def test_valid_retried_and_http_error_rows(
     ray_local: None, stub: StubLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray
+
+    from radzero.platform.llm import extract_sentences, summarise
 
     stub.reset()
     monkeypatch.setenv("RADZERO_TEST_LLM_KEY", "sk-test")
@@ -263,9 +361,9 @@ def test_valid_retried_and_http_error_rows(
 def test_always_invalid_falls_back_to_rules(ray_local: None, stub: StubLLM) -> None:
     import ray
 
-    sentences_module = pytest.importorskip(
-        "radzero.data.sentences", reason="the rules backend is not written yet"
-    )
+    from radzero.data.sentences import extract_findings
+    from radzero.platform.llm import extract_sentences, summarise
+
     stub.reset()
     reports = [
         "#rules-a ALWAYS_INVALID FINDINGS: Right upper lobe opacity. No pleural effusion.",
@@ -279,7 +377,7 @@ def test_always_invalid_falls_back_to_rules(ray_local: None, stub: StubLLM) -> N
     fallback = got[100]
     assert fallback["sentence_backend"] == "rules"
     assert fallback["llm_attempts"] == 3
-    assert fallback["sentences"] == list(sentences_module.extract_findings(reports[0]))
+    assert fallback["sentences"] == extract_findings(reports[0])
     assert (got[101]["sentence_backend"], got[101]["llm_attempts"]) == ("llm", 1)
     assert got[101]["sentences"] == expected_sentences(reports[1])
     assert stub.counts["#rules-a"] == 3
@@ -289,6 +387,8 @@ def test_always_invalid_falls_back_to_rules(ray_local: None, stub: StubLLM) -> N
 
 def test_fallback_error_names_failed_rows(ray_local: None, stub: StubLLM) -> None:
     import ray
+
+    from radzero.platform.llm import LLMExtractionError, extract_sentences
 
     stub.reset()
     rows = _rows(
@@ -307,6 +407,8 @@ def test_fallback_error_names_failed_rows(ray_local: None, stub: StubLLM) -> Non
 
 def test_connection_errors_are_failed_attempts(ray_local: None) -> None:
     import ray
+
+    from radzero.platform.llm import LLMExtractionError, extract_sentences
 
     with socket.socket() as sock:  # a loopback port with nothing listening
         sock.bind(("127.0.0.1", 0))

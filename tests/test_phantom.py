@@ -13,7 +13,16 @@ import pytest
 from PIL import Image
 
 from radzero.data import phantom
-from radzero.data.phantom import FINDINGS, generate_case, main, write_dataset
+from radzero.data.phantom import (
+    FINDINGS,
+    anatomy,
+    dataset,
+    generate_case,
+    lesions,
+    main,
+    rendering,
+    write_dataset,
+)
 
 SENTENCE = re.compile(r"^There (is|may be) (no )?(.+?)(?: of (.+))?\.$")
 LESIONS = ("pleural effusion", "pneumothorax", "consolidation", "nodule", "mass")
@@ -28,12 +37,12 @@ def batch() -> list[phantom.PhantomCase]:
     return [_case(seed) for seed in range(40)]
 
 
-def _with_only(name: str, seed: int, size: int = 224) -> phantom._Case:
+def _with_only(name: str, seed: int, size: int = 224) -> rendering.Case:
     """A case holding exactly one finding, built from the generator's internals."""
     rng = np.random.default_rng([seed, 1])
-    anatomy = phantom._sample_anatomy(rng, size)
-    lesions = phantom._sample_lesions(rng, anatomy, {name})
-    return phantom._Case(anatomy, tuple(lesions), seed, (0.13, 0.88, 1.0, 0.015))
+    chest = anatomy.sample_anatomy(rng, size)
+    findings = lesions.sample_lesions(rng, chest, {name})
+    return rendering.Case(chest, tuple(findings), seed, (0.13, 0.88, 1.0, 0.015))
 
 
 def test_same_seed_same_case_and_different_seeds_differ() -> None:
@@ -115,8 +124,8 @@ def test_findings_are_visible(name: str) -> None:
     for seed in range(3):
         case = _with_only(name, seed)
         mask = case.lesions[0].mask
-        with_it = phantom._render(case, 8)[mask].mean()
-        without = phantom._render(replace(case, lesions=()), 8)[mask].mean()
+        with_it = rendering.render(case, 8)[mask].mean()
+        without = rendering.render(replace(case, lesions=()), 8)[mask].mean()
         if name == "pneumothorax":  # the air rim is darker: no lung markings, less tissue
             assert with_it < without - 2, (seed, with_it, without)
         else:
@@ -128,9 +137,9 @@ def test_round_lesions_stand_out_from_their_surroundings() -> None:
         for seed in range(3):
             case = _with_only(name, seed)
             mask = case.lesions[0].mask
-            grown = phantom._dilate(mask, max(3, int(np.sqrt(mask.sum()) / 2)))
+            grown = lesions.dilate(mask, max(3, int(np.sqrt(mask.sum()) / 2)))
             ring = grown & ~mask & (case.anatomy.lungs > 0.5)
-            image = phantom._render(case, 8)
+            image = rendering.render(case, 8)
             assert image[mask].mean() > image[ring].mean() + 10
 
 
@@ -215,9 +224,9 @@ def test_write_dataset_16_bit_and_splits(tmp_path: Path) -> None:
     assert sorted(r["split"] for r in rows) == ["test", "train", "val"]
     image = np.asarray(Image.open(tmp_path / rows[0]["image"]))
     assert image.dtype == np.uint16 and image.max() > 255
-    first = phantom._split_names(50, 7, (0.7, 0.1, 0.2))
-    assert first == phantom._split_names(50, 7, (0.7, 0.1, 0.2))
-    assert first != phantom._split_names(50, 8, (0.7, 0.1, 0.2))
+    first = dataset._split_names(50, 7, (0.7, 0.1, 0.2))
+    assert first == dataset._split_names(50, 7, (0.7, 0.1, 0.2))
+    assert first != dataset._split_names(50, 8, (0.7, 0.1, 0.2))
     assert [first.count(s) for s in ("train", "val", "test")] == [35, 5, 10]
     with pytest.raises(ValueError, match="splits"):
         write_dataset(tmp_path, 3, splits=(0.5, 0.5, 0.5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -17,16 +18,20 @@ from PIL import Image
 
 from radzero import storage
 from radzero.data import phantom
+from radzero.data.hashing import content_hash, fingerprint, unit_interval
 from radzero.data.images import read_image
+from radzero.data.prepare import (
+    BOX,
+    MASK,
+    SplitFractions,
+    assign_splits,
+    normalise_manifest,
+    prepare_batch,
+)
+from radzero.data.splits import normalise_split
 from radzero.platform import outputs
 from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
-from radzero.platform.preprocess import (
-    PreprocessJobConfig,
-    SplitConfig,
-    assign_splits,
-    preprocess,
-    read_prepared,
-)
+from radzero.platform.preprocess import PreprocessJobConfig, preprocess, read_prepared
 from tests.conftest import TINY_VISION
 
 GOOD = 12
@@ -97,6 +102,11 @@ def test_preprocess_then_features_on_s3(ray_local, raw_on_s3) -> None:
     )
     assert by_name == expected
     assert (quarantine["reason"] != "").all()
+    schema = pq.read_schema(
+        storage.resolve(f"{root}/out/quarantine/quarantine.parquet")[1],
+        filesystem=storage.resolve(root)[0],
+    )
+    assert schema.field("boxes").type == pa.list_(BOX)  # the row as prepared, boxes typed
 
     for resolution in (32, 64):
         rows = read_prepared(f"{root}/out", resolution).to_pandas().sort_values("row_id")
@@ -108,10 +118,12 @@ def test_preprocess_then_features_on_s3(ray_local, raw_on_s3) -> None:
         assert list(rows["split"]) == list(good["split"])  # given splits are kept
 
     # Same manifest and config: nothing is recomputed or rewritten.
-    marker = outputs.finished(f"{root}/out")
+    marker = outputs.read_marker(f"{root}/out")
     files = storage.list_files(f"{root}/out")
     assert preprocess(f"{root}/raw/manifest.csv", f"{root}/out", config) == summary
-    assert outputs.finished(f"{root}/out") == marker and storage.list_files(f"{root}/out") == files
+    assert (
+        outputs.read_marker(f"{root}/out") == marker and storage.list_files(f"{root}/out") == files
+    )
 
     features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=4)
     cached = compute_features(f"{root}/out", f"{root}/cache", features)
@@ -167,6 +179,73 @@ def test_a_shuffled_read_draws_a_new_seeded_file_order_for_each_execution(
     assert ray.data.DataContext.get_current().use_datasource_v2
 
 
+def test_prepared_shards_and_tokens_hold_boxes_and_masks_as_typed_lists(
+    ray_local, tmp_path
+) -> None:
+    raw = tmp_path / "raw"
+    phantom.write_dataset(raw, 6, size=64, seed=3)
+    frame = pd.read_csv(raw / "manifest.csv", keep_default_na=False)
+    frame.loc[:1, "boxes"], frame.loc[:1, "masks"] = "[]", "{}"  # a whole shard without any
+    frame.to_csv(raw / "manifest.csv", index=False)
+    out = tmp_path / "out"
+    preprocess(str(raw), str(out), PreprocessJobConfig(resolutions=[64], batch_rows=2))
+
+    shards = sorted((out / "prepared" / "64").glob("*.parquet"))
+    assert len(shards) == 3
+    for shard in shards:
+        schema = pq.read_schema(shard)
+        assert schema.field("boxes").type == pa.list_(BOX)
+        assert schema.field("masks").type == pa.list_(MASK)
+    corners = ("x1", "y1", "x2", "y2")
+    want_boxes = [
+        [
+            {"finding": b["finding"], "location": b["location"]} | {k: float(b[k]) for k in corners}
+            for b in json.loads(cell)
+        ]
+        for cell in frame["boxes"]
+    ]
+    want_masks = [
+        [{"finding": k, "uri": str(raw / v)} for k, v in json.loads(cell).items()]
+        for cell in frame["masks"]
+    ]
+    assert sum(map(len, want_boxes[2:])) > 0 and sum(map(len, want_masks[2:])) > 0
+    rows = read_prepared(str(out), 64).to_pandas().sort_values("row_id")
+    assert [[dict(b) for b in v] for v in rows["boxes"]] == want_boxes
+    assert [[dict(m) for m in v] for v in rows["masks"]] == want_masks
+    assert all(type(b["x1"]) is float for v in rows["boxes"] for b in v)
+
+    features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=2)
+    cached = compute_features(str(out), str(tmp_path / "cache"), features)
+    target = tmp_path / "cache" / "features" / cached["key"]
+    files = sorted((target / "tokens").glob("*.parquet"))
+    assert files and all(pq.read_schema(f).field("boxes").type == pa.list_(BOX) for f in files)
+    assert all(pq.read_schema(f).field("masks").type == pa.list_(MASK) for f in files)
+    rows = read_features(str(target)).to_pandas().sort_values("row_id")
+    assert [[dict(b) for b in v] for v in rows["boxes"]] == want_boxes
+
+
+def test_a_batch_is_prepared_without_ray(tmp_path) -> None:
+    from radzero.data.manifest import load_manifest
+
+    phantom.write_dataset(tmp_path, 2, size=64, seed=0)
+    manifest = load_manifest(tmp_path)
+    frame = normalise_manifest(manifest, str(tmp_path))
+    prepared = prepare_batch(assign_splits(frame, SplitFractions()), [32], max_bytes=2**20)
+    assert list(prepared["error"]) == ["", ""]
+    assert {read_image(png).shape for png in prepared["image_32"]} == {(32, 32)}
+    assert list(prepared["boxes"]) == list(frame["boxes"])
+    bare = normalise_manifest(pd.DataFrame({"image": ["a.png"], "report": ["x"]}), "m.csv")
+    assert bare.loc[0, "boxes"] == [] and bare.loc[0, "masks"] == []
+    corners = {"x1": 0, "y1": 0, "x2": 1, "y2": 1}
+    for box, wrong in (
+        ({"finding": "mass", "x1": 1}, r"lacks \['y1', 'x2', 'y2'\] or has unknown keys \[\]"),
+        ({"finding": "mass", "phrase": "a mass", **corners}, r"unknown keys \['phrase'\]"),
+        ("mass", "not an object"),
+    ):
+        with pytest.raises(ValueError, match=wrong):
+            normalise_manifest(manifest.assign(boxes=[[box], []]), "m.csv")
+
+
 def test_features_refuse_a_resolution_that_was_not_prepared(ray_local, tmp_path) -> None:
     source = tmp_path / "src"
     phantom.write_dataset(source, 2, size=64, seed=2)
@@ -186,15 +265,41 @@ def test_split_is_per_patient_seeded_and_keeps_given_values() -> None:
             "split": ["test"] + [""] * 399,
         }
     )
-    split = assign_splits(frame, SplitConfig(train=0.6, val=0.2, test=0.2, seed=5))["split"]
+    split = assign_splits(frame, SplitFractions(train=0.6, val=0.2, test=0.2, seed=5))["split"]
     assert split.iloc[0] == "test"
     assert frame.assign(split=split)[1:].groupby("patient_id")["split"].nunique().max() == 1
     share = split.value_counts(normalize=True)
     assert abs(share["train"] - 0.6) < 0.12 and abs(share["val"] - 0.2) < 0.1
-    again = assign_splits(frame.iloc[::-1], SplitConfig(train=0.6, val=0.2, test=0.2, seed=5))
+    again = assign_splits(frame.iloc[::-1], SplitFractions(train=0.6, val=0.2, test=0.2, seed=5))
     assert (again["split"].sort_index() == split).all()  # order-independent
-    with pytest.raises(ValueError, match="not one of"):
-        assign_splits(frame.assign(split="holdout"), SplitConfig())
+    # The draws are pinned: a changed hash would move images between the splits.
+    assert "".join(s[0] for s in split.iloc[::4][:30]) == "tvttttttvttttttttttvttvttttvtv"
+    assert unit_interval("p0", 5) == 0.9777485442203466
+    aliased = assign_splits(
+        frame.assign(split=[" Validation", "dev", "VALIDATE"] * 133 + [""]), SplitFractions()
+    )
+    assert set(aliased["split"][:399]) == {"val"}
+    with pytest.raises(ValueError, match=r"manifest: unknown split 'holdout'.*leave it empty"):
+        assign_splits(frame.assign(split="holdout"), SplitFractions())
+
+
+def test_one_split_table_and_one_fingerprint() -> None:
+    assert [normalise_split(v) for v in ("train", " Val", "valid", "validate", "TEST")] == [
+        "train",
+        "val",
+        "val",
+        "val",
+        "test",
+    ]
+    for bad in ("holdout", ""):
+        with pytest.raises(ValueError, match=f"unknown split {bad!r}: use one of train, val"):
+            normalise_split(bad)
+    # One part hashes as itself (the feature cache's names and the held-out images stay put);
+    # parts are joined by NUL, so moving text between parts changes the fingerprint.
+    assert fingerprint("abc") == hashlib.sha256(b"abc").hexdigest()
+    assert fingerprint("a", "b") == hashlib.sha256(b"a\0b").hexdigest() != fingerprint("ab")
+    assert fingerprint("abc", length=8) == fingerprint("abc")[:8]
+    assert content_hash(b"png") == hashlib.blake2b(b"png", digest_size=16).hexdigest()
 
 
 def test_preprocess_config_errors_are_clear() -> None:
@@ -203,7 +308,7 @@ def test_preprocess_config_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="needs an llm section"):
         PreprocessJobConfig(sentences="llm")
     with pytest.raises(ValueError, match="sum to 1"):
-        SplitConfig(train=0.5)
+        SplitFractions(train=0.5)
 
 
 def test_manifest_in_each_format_reads_the_same(tmp_path) -> None:

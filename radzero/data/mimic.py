@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 
 from radzero import storage
+from radzero.data.splits import normalise_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
-SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
 _IMAGE = re.compile(r"/p(\d+)/s(\d+)/([^/]+)\.(?:jpe?g|png|dcm)$", re.IGNORECASE)
 _REPORT_READERS = 16
 
@@ -53,7 +53,7 @@ def read_mimic(root: str) -> pd.DataFrame:
 
     splits = _read_csv(split_csv, dtype=str)[["dicom_id", "split"]]
     frame = frame.merge(splits, on="dicom_id", how="left")
-    frame["split"] = frame["split"].map(SPLIT_NAMES).fillna("")
+    frame["split"] = [normalise_split(s) if isinstance(s, str) else "" for s in frame["split"]]
     metadata = _find_csv(root, "metadata")
     if metadata is not None:
         views = _read_csv(metadata, dtype=str)[["dicom_id", "ViewPosition"]]

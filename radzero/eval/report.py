@@ -1,14 +1,16 @@
 """An evaluation's outputs: ``metrics.json``, figures and a Markdown report beside them.
 
 Figures: ROC curves per class, a grid of similarity-map overlays (image, phrase, map,
-ground-truth box or mask outline) and the pointing game's hits and misses. The overlays are
-recomputed for a few examples on the caller's machine, so the scoring pass keeps no maps.
+ground-truth box or mask outline), the pointing game's hits and misses and, when the metrics
+carry a training run, its curves. The overlays are recomputed for a few examples on the
+caller's machine, so the scoring pass keeps no maps.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +29,18 @@ def write(
     out: str,
     metrics: dict,
     records: pd.DataFrame,
+    truths: Sequence[dict],
     model: RadZero,
     builder: TruthBuilder,
     examples: int = 6,
 ) -> None:
-    """Write ``metrics.json``, ``figures/*.png`` and ``report.md`` under ``out`` (URI)."""
+    """Write ``metrics.json``, ``figures/*.png`` and ``report.md`` under ``out`` (URI).
+
+    ``records`` are the scored manifest rows and ``truths`` their ground truth (the rows that
+    :meth:`TruthBuilder.build` reads), in the same order."""
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder)
-        names = _figures(local / "figures", metrics, records, model, builder, examples)
+        names = _figures(local / "figures", metrics, records, truths, model, builder, examples)
         (local / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (local / "report.md").write_text(markdown(metrics, names))
         for path in sorted(local.rglob("*")):
@@ -124,6 +130,15 @@ def markdown(metrics: dict, figure_names: list[str]) -> str:
                 "",
                 f"No positive image to choose a threshold on: {', '.join(seg['skipped'])}.",
             ]
+    if "training" in metrics:
+        best = metrics["training"]["best"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"Weights of epoch {best['epoch']} of {len(metrics['training']['history'])} "
+            f"(best validation AUC {best['val_auc']:.3f}).",
+        ]
     if metrics["failed"]:
         lines += ["", f"## Images that could not be scored ({len(metrics['failed'])})", ""]
         lines += [f"- `{item['image']}`: {item['error']}" for item in metrics["failed"]]
@@ -140,6 +155,7 @@ def _figures(
     folder: Path,
     metrics: dict,
     records: pd.DataFrame,
+    truths: Sequence[dict],
     model: RadZero,
     builder: TruthBuilder,
     examples: int,
@@ -153,9 +169,9 @@ def _figures(
         )
         names.append("roc.png")
     located = [
-        (row.image, truth)
-        for row in records.itertuples()
-        if (truth := json.loads(row.truth))["boxes"] or truth["rle"]
+        (image, truth)
+        for image, truth in zip(records["image"], truths, strict=True)
+        if truth["boxes"] or truth["rle"] or truth["masks"]
     ]
     if located:
         chosen = _examples(located, examples)
@@ -169,6 +185,9 @@ def _figures(
                 [image for image, _ in kept], [row for _, row in kept], folder / "pointing.png"
             )
             names.append("pointing.png")
+    if "training" in metrics:
+        figures.history_figure(metrics["training"]["history"], folder / "training.png")
+        names.append("training.png")
     return names
 
 
@@ -193,8 +212,14 @@ def _overlays(
         gray = read_image(storage.read_bytes(image), name=image)
         truth: Truth = builder.build(row, gray.shape)
         pixels = to_pixels(gray, model.preprocess)[None]
-        queries = [(q, boxes, None) for (_, q), boxes in truth.targets().items()]
-        queries += [(builder.queries[f], [], mask) for f, mask in truth.masks.items()]
+        # One panel per query: its boxes (pointing game) and its mask (segmentation), if any.
+        shown: dict[str, tuple[list, np.ndarray | None]] = {
+            query: (boxes, None) for (_, query), boxes in truth.targets().items()
+        }
+        for finding, mask in truth.masks.items():
+            query = builder.queries[finding]
+            shown[query] = (shown.get(query, ([], None))[0], mask)
+        queries = [(query, boxes, mask) for query, (boxes, mask) in shown.items()]
         maps = model.similarity_maps([q for q, _, _ in queries], images=pixels)[0].numpy()
         images.append(resize(gray, size).numpy())
         row_panels = []

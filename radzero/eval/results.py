@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
+
+from radzero import storage
 
 # The paper's column -> (benchmark, path into that benchmark's metrics.json).
 COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -40,6 +43,26 @@ def paper() -> dict[str, dict[str, float]]:
             raise ValueError(f"paper_results.csv: unknown column {row['column']!r}")
         table.setdefault(row["model"], {})[row["column"]] = float(row["value"])
     return table
+
+
+def load_evaluations(folder: str) -> list[dict]:
+    """Every ``<benchmark>/metrics.json`` under an evaluation output (the ``--out`` of
+    ``jobs/evaluate.py``; local or s3://)."""
+    found = storage.list_files(folder, suffix="/metrics.json")
+    if not found:
+        raise FileNotFoundError(f"{folder} holds no NAME/metrics.json of jobs/evaluate.py")
+    return [json.loads(storage.read_text(path)) for path in found]
+
+
+def load_runs(specs: Sequence[str]) -> dict[str, list[dict]]:
+    """``["NAME=EVAL_OUT", ...]`` -> run name -> its evaluations (:func:`load_evaluations`)."""
+    runs = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"{spec!r}: expected NAME=EVAL_OUT")
+        runs[name] = load_evaluations(folder)
+    return runs
 
 
 def columns_of(evaluations: Sequence[Mapping]) -> dict[str, float]:

@@ -28,6 +28,16 @@ from radzero.data.benchmarks import decode_rle
 from radzero.eval import metrics
 from radzero.model.radzero import RadZero
 
+RECORD_KEYS = (
+    "probabilities",
+    "pointing_findings",
+    "pointing_hits",
+    "pointing_chance",
+    "dice_findings",
+    "dice",
+    "pixels_positive",
+    "pixels_negative",
+)
 PIXEL_BINS = 1000  # pixel AUC from histograms: pixels within 0.001 of each other count as ties
 
 
@@ -129,7 +139,8 @@ def score_batch(
     features: torch.Tensor | None = None,
 ) -> list[dict]:
     """One record per image: ``probabilities`` over ``classes``; ``pointing`` hits of the map
-    of each boxed finding (or phrase) in any of its boxes; for each finding of ``segment``
+    of each boxed finding (or phrase) in any of its boxes, with the share of the grid those boxes
+    cover (a uniformly random peak's chance of a hit); for each finding of ``segment``
     (finding -> query), ``dice`` at every threshold when the image has it, and pixel-score
     histograms ``pixels_positive`` and ``pixels_negative`` (the mask may be empty). Cached
     backbone ``features`` may stand in for ``pixels``."""
@@ -157,6 +168,9 @@ def score_batch(
         record["pointing_hits"] = [
             metrics.pointing_hit(maps[query][i], boxes) for (_, query), boxes in targets.items()
         ]
+        record["pointing_chance"] = [
+            metrics.box_fraction(boxes, (size, size)) for boxes in targets.values()
+        ]
         positive = np.zeros(PIXEL_BINS, np.int64)
         negative = np.zeros(PIXEL_BINS, np.int64)
         for finding, query in segment.items():
@@ -175,8 +189,7 @@ def score_batch(
 
 def empty_record() -> dict:
     """A record with every key of :func:`score_batch` and nothing scored (same types)."""
-    keys = ("probabilities", "pointing_findings", "pointing_hits", "dice_findings", "dice")
-    return {key: [] for key in (*keys, "pixels_positive", "pixels_negative")}
+    return {key: [] for key in RECORD_KEYS}
 
 
 def _histogram(values: np.ndarray) -> np.ndarray:
@@ -206,6 +219,8 @@ def summarise(
     if hits:
         findings = [f for row in records["pointing_findings"] for f in row]
         result["pointing"] = metrics.pointing_game(hits, findings)
+        chance = [c for row in records["pointing_chance"] for c in row]
+        result["pointing"]["chance"] = float(np.mean(chance))
     if threshold_records is not None:
         result["segmentation"] = _segmentation(records, threshold_records, thresholds)
     return result

@@ -1,61 +1,69 @@
-"""Zero-shot evaluation of a trained model on one of the paper's benchmarks, with Ray Data.
+"""Zero-shot evaluation of a trained model on a benchmark, with Ray Data.
 
-The benchmark's manifest (:func:`radzero.data.benchmarks.read`) becomes a Ray Dataset whose
-rows an actor pool scores (one model per actor, a GPU each when the cluster has GPUs): images
-are read from storage and preprocessed as the model's config says, and
-:func:`radzero.eval.scoring.score_batch` turns each batch into small records. The driver
-gathers the records, computes the metrics (:func:`radzero.eval.scoring.summarise`) and writes
+The benchmark's manifest (:func:`radzero.data.benchmarks.read`) and its protocol
+(:func:`radzero.eval.protocol.plan`: evaluated rows, threshold rows, classes, segmented
+findings) decide what is scored. An actor pool scores the rows (one model per actor, a GPU each
+when the cluster has GPUs), either from the images (``source: images``: read from storage and
+preprocessed as the model's config says) or from a feature cache of the same images
+(``source: features``: the frozen backbone's tokens from ``jobs/features.py``, matched to the
+manifest by image URI). :func:`radzero.eval.scoring.score_batch` turns each batch into small
+records; the driver computes the metrics (:func:`radzero.eval.scoring.summarise`) and writes
 ``metrics.json`` and a Markdown report with figures under ``<out>/<benchmark>/``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import ray
 import torch
+from ray.data.expressions import col
 
 from radzero import storage
 from radzero.config import path_field, to_dict
 from radzero.data import benchmarks
 from radzero.data.images import read_image, to_pixels
 from radzero.eval import report, scoring
+from radzero.eval.protocol import plan
 from radzero.model import RadZero
-from radzero.platform.session import actor_gpus
+from radzero.platform import outputs
+from radzero.platform.features import backbone_name, read_features
+from radzero.platform.session import actor_pool_options, default_device
 
 log = logging.getLogger(__name__)
 
-CHEXPERT_COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
-# The finding each segmentation benchmark is scored on, and whether its masks are boxes.
-SEGMENTATION = {"siim": ("Pneumothorax", False), "rsna": ("Pneumonia", True)}
+Split = Literal["train", "val", "test"]
 
 
 @dataclass
 class EvaluateJobConfig:
     """What ``jobs/evaluate.py`` scores, and how.
 
+    ``source: features`` scores the tokens cached under ``features`` (a finished
+    ``jobs/features.py`` output of the same backbone and resolution) instead of the images.
     ``classes``: the classes scored by AUC (default: CheXpert's five competition classes, else
     every class of the benchmark with positives). ``templates``: the prompts of a class, their
-    logits averaged. The Dice threshold is chosen on ``threshold_split``; when the benchmark
-    has none, a seeded ``val_fraction`` of the evaluated images is held out for it.
+    logits averaged (default: the model's own). The Dice threshold is chosen on
+    ``threshold_split``; when the benchmark has none, a seeded ``val_fraction`` of the
+    evaluated images is held out for it.
     """
 
     model: str = path_field("")
     benchmark: str = ""
     root: str = path_field("")
     out: str = path_field("runs/eval")
-    split: str = "test"
-    threshold_split: str = "val"
+    source: Literal["images", "features"] = "images"
+    features: str | None = path_field(None)
+    split: Split = "test"
+    threshold_split: Split = "val"
     val_fraction: float = 0.2
     classes: list[str] | None = None
-    templates: list[str] = field(default_factory=lambda: ["There is {}"])
+    templates: list[str] | None = None
     max_images: int | None = None
     batch_size: int = 16
     actors: int = 1
@@ -65,147 +73,105 @@ class EvaluateJobConfig:
     storage: storage.S3Options = field(default_factory=storage.S3Options)
 
     def __post_init__(self) -> None:
-        if self.benchmark and self.benchmark not in benchmarks.NAMES:
+        if self.benchmark and self.benchmark not in benchmarks.READERS:
             raise ValueError(
-                f"config benchmark {self.benchmark!r} is not one of {benchmarks.NAMES}"
+                f"config benchmark {self.benchmark!r} is not one of {sorted(benchmarks.READERS)}"
             )
+        if self.source == "features" and not self.features:
+            raise ValueError("config source: features needs features (a feature-cache folder)")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"config val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not self.templates or any("{}" not in t for t in self.templates):
+        if self.templates is not None and (
+            not self.templates or any("{}" not in t for t in self.templates)
+        ):
             raise ValueError("config templates must each hold '{}' where the class goes")
         if self.batch_size < 1 or self.actors < 1:
             raise ValueError("config batch_size and actors must be >= 1")
 
 
-def evaluate(config: EvaluateJobConfig) -> dict:
-    """Score ``config.model`` on ``config.benchmark``; write and return the metrics."""
+def evaluate(config: EvaluateJobConfig, training: dict | None = None) -> dict:
+    """Score ``config.model`` on ``config.benchmark``; write and return the metrics.
+
+    ``training`` (a training run's summary: ``history``, ``best``) adds its curves to the report.
+    """
     started = time.perf_counter()
     frame = benchmarks.read(config.benchmark, config.root)
-    evaluated, threshold_rows, threshold_from = _splits(frame, config)
-    classes = _classes(evaluated, config)
-    segment, masks_from_boxes = SEGMENTATION.get(config.benchmark, (None, False))
-    rows = pd.concat([evaluated.assign(part="evaluated"), threshold_rows.assign(part="threshold")])
-    rows = rows.reset_index(drop=True)
-    rows["position"] = range(len(rows))
-    rows["truth"] = [_truth_json(row) for _, row in rows.iterrows()]
-    log.info(
-        "evaluate %s: %d images (%d for the Dice threshold), %d classes, %d actor(s)",
+    protocol = plan(
+        frame,
         config.benchmark,
-        len(evaluated),
-        len(threshold_rows),
-        len(classes),
-        config.actors,
+        config.root,
+        config.split,
+        config.threshold_split,
+        config.val_fraction,
+        config.classes,
+        config.max_images,
     )
     model = RadZero.from_pretrained(config.model)
-    builder = scoring.TruthBuilder(
-        size=model.preprocess.image_size,
-        template=config.templates[0],
-        segment=(segment,) if segment else (),
-        masks_from_boxes=masks_from_boxes,
-        phrases=config.benchmark == "mscxr",
+    templates = list(config.templates or model.config.templates)
+    builder = protocol.truth_builder(model.preprocess.image_size, templates[0])
+    rows = pd.concat(
+        [protocol.evaluated.assign(part="evaluated"), protocol.threshold.assign(part="threshold")]
+    ).reset_index(drop=True)
+    rows["position"] = np.arange(len(rows))
+    truths = [truth_fields(row) for row in rows.to_dict("records")]
+    log.info(
+        "evaluate %s: %d images (%d for the Dice threshold) from %s, %d classes, %d actor(s)",
+        config.benchmark,
+        len(protocol.evaluated),
+        len(protocol.threshold),
+        config.source,
+        len(protocol.classes),
+        config.actors,
     )
-    scorer_args = {
-        "model": config.model,
-        "classes": classes,
-        "templates": list(config.templates),
-        "builder": to_dict(builder),
-    }
-    scored = (
-        ray.data.from_pandas(rows[["position", "image", "truth"]])
-        .map_batches(
-            Scorer,
-            fn_constructor_kwargs=scorer_args,
-            compute=ray.data.ActorPoolStrategy(size=config.actors),
-            batch_size=config.batch_size,
-            batch_format="pandas",
-            num_cpus=config.num_cpus,
-            num_gpus=actor_gpus(config.num_gpus),
-        )
-        .to_pandas()
-        .sort_values("position")
-    )
+    scored = _score(config, model, rows, truths, protocol.classes, templates, builder)
     records = rows.join(scored.set_index("position"), on="position")
+    records["error"] = records["error"].fillna("not in the feature cache")
     failed = records[records["error"] != ""]
     good = records[records["error"] == ""]
-    evaluated_records = good[good["part"] == "evaluated"]
+    evaluated = good[good["part"] == "evaluated"]
     metrics = scoring.summarise(
-        evaluated_records,
-        classes,
-        threshold_records=good[good["part"] == "threshold"] if segment else None,
+        evaluated,
+        protocol.classes,
+        threshold_records=good[good["part"] == "threshold"] if protocol.segmentation else None,
         by_frequency=config.benchmark == "padchest",
     )
-    if segment:
+    if protocol.segmentation:
         metrics["segmentation"] |= {
-            "threshold_images": len(threshold_rows),
-            "threshold_from": threshold_from,
+            "threshold_images": len(protocol.threshold),
+            "threshold_from": protocol.threshold_from,
         }
-    out = storage.join(config.out, config.benchmark)
     metrics |= {
         "benchmark": config.benchmark,
         "model": config.model,
         "split": config.split,
-        "images": len(evaluated_records),
+        "source": config.source,
+        "images": len(evaluated),
         "failed": [
             {"image": image, "error": error}
             for image, error in zip(failed["image"], failed["error"], strict=True)
         ],
-        "templates": list(config.templates),
+        "templates": templates,
         "seconds": round(time.perf_counter() - started, 1),
         "config": to_dict(config),
     }
-    report.write(out, metrics, evaluated_records, model, builder, config.figure_examples)
+    if training is not None:
+        metrics["training"] = {"best": training["best"], "history": training["history"]}
+    out = storage.join(config.out, config.benchmark)
+    evaluated_truths = [truths[p] for p in evaluated["position"]]
+    report.write(out, metrics, evaluated, evaluated_truths, model, builder, config.figure_examples)
     log.info("evaluate %s: %s -> %s", config.benchmark, report.headline(metrics), out)
     return metrics
 
 
-class Scorer:
-    """Ray Data actor: reads and preprocesses images, then scores them (one model per actor)."""
-
-    def __init__(
-        self, model: str, classes: list[str], templates: list[str], builder: dict[str, Any]
-    ) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = RadZero.from_pretrained(model).to(self.device)
-        self.classes, self.templates = classes, templates
-        self.truth = scoring.TruthBuilder(**builder)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """One record per row: its scores, or its ``error`` ("" when scored)."""
-        pixels, truths, good = [], [], []
-        records = [scoring.empty_record() | {"error": ""} for _ in range(len(batch))]
-        for i, (image, truth) in enumerate(zip(batch["image"], batch["truth"], strict=True)):
-            try:
-                gray = read_image(storage.read_bytes(image), name=image)
-            except (OSError, ValueError) as err:
-                records[i]["error"] = str(err)
-                continue
-            pixels.append(to_pixels(gray, self.model.preprocess))
-            truths.append(self.truth.build(json.loads(truth), gray.shape))
-            good.append(i)
-        if pixels:
-            scored = scoring.score_batch(
-                self.model,
-                torch.stack(pixels).to(self.device),
-                truths,
-                self.classes,
-                self.templates,
-                self.truth.queries,
-            )
-            for i, record in zip(good, scored, strict=True):
-                records[i] |= record
-        return pd.DataFrame(records).assign(position=batch["position"].to_numpy())
-
-
-def _truth_json(row: pd.Series) -> str:
-    """A manifest row's ground truth as the JSON that :class:`scoring.TruthBuilder` reads."""
-    truth = {
+def truth_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What :meth:`scoring.TruthBuilder.build` reads of a manifest row (NaN cells: absent)."""
+    return {
         "boxes": [dict(box) for box in _listed(row.get("boxes"))],
         "rle": [str(rle) for rle in _listed(row.get("rle"))],
+        "masks": row.get("masks") if isinstance(row.get("masks"), dict) else {},
+        "height": _size(row.get("height")),
+        "width": _size(row.get("width")),
     }
-    for key in ("height", "width"):
-        value = row.get(key)
-        truth[key] = None if value is None or pd.isna(value) else int(value)
-    return json.dumps(truth)
 
 
 def _listed(value: object) -> list:
@@ -213,46 +179,135 @@ def _listed(value: object) -> list:
     return [] if value is None or (isinstance(value, float) and np.isnan(value)) else list(value)
 
 
-def _splits(
-    frame: pd.DataFrame, config: EvaluateJobConfig
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The evaluated rows, the rows the Dice threshold is chosen on, and where those are from."""
-    evaluated = frame[frame["split"] == config.split]
-    if evaluated.empty:
+def _size(value: object) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _score(
+    config: EvaluateJobConfig,
+    model: RadZero,
+    rows: pd.DataFrame,
+    truths: list[dict[str, Any]],
+    classes: list[str],
+    templates: list[str],
+    builder: scoring.TruthBuilder,
+) -> pd.DataFrame:
+    """One record per scored row (``position``, the scores, ``error``)."""
+    if config.source == "features":
+        cached = _cached_tokens(config, model, list(rows["image"]))
+        by_image: dict[str, list[int]] = {}
+        for position, image in zip(rows["position"], rows["image"], strict=True):
+            by_image.setdefault(image, []).append(int(position))
+    else:
+        cached = ray.data.from_pandas(rows[["position", "image"]])
+        by_image = None
+    scored = cached.map_batches(
+        Scorer,
+        fn_constructor_kwargs={
+            "model": config.model,
+            "classes": classes,
+            "templates": templates,
+            "builder": to_dict(builder),
+            "truths": truths,
+            "by_image": by_image,
+        },
+        batch_size=config.batch_size,
+        batch_format="pandas",
+        **actor_pool_options(config.actors, config.num_cpus, config.num_gpus),
+    )
+    records = scored.to_pandas()
+    if records.empty:
+        return pd.DataFrame({"position": pd.Series(dtype=np.int64), "error": pd.Series(dtype=str)})
+    return records.sort_values("position")
+
+
+def _cached_tokens(
+    config: EvaluateJobConfig, model: RadZero, images: list[str]
+) -> ray.data.Dataset:
+    """The cached rows of ``images`` from a feature cache computed by the model's backbone."""
+    summary = outputs.read_summary(config.features, "features")
+    expected = (backbone_name(model.config.vision), model.preprocess.image_size)
+    if (summary["backbone"], summary["resolution"]) != expected:
         raise ValueError(
-            f"{config.benchmark} under {config.root} has no {config.split!r} rows "
-            f"(splits: {sorted(frame['split'].unique())})"
+            f"the feature cache {config.features} holds {summary['backbone']} tokens at "
+            f"{summary['resolution']} px, but {config.model} needs {expected[0]} at "
+            f"{expected[1]} px"
         )
-    threshold = frame[frame["split"] == config.threshold_split]
-    source = f"the {config.threshold_split!r} split"
-    if config.benchmark not in SEGMENTATION:
-        threshold, source = frame.iloc[:0], "no threshold"
-    elif threshold.empty:
-        held = np.array(
-            [_fraction(image, config.root) < config.val_fraction for image in evaluated["image"]]
+    return (
+        read_features(config.features)
+        .select_columns(["source", "height", "width", "tokens"])
+        .filter(expr=col("source").is_in(sorted(set(images))))
+    )
+
+
+class Scorer:
+    """Ray Data actor: scores rows of images or of cached tokens (one model per actor).
+
+    ``truths`` is every row's ground truth (:func:`truth_fields`) by position; with
+    ``by_image`` (image URI -> positions) the batches hold cached tokens with their ``source``
+    image, else ``position`` and ``image``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        classes: list[str],
+        templates: list[str],
+        builder: dict[str, Any],
+        truths: list[dict[str, Any]],
+        by_image: dict[str, list[int]] | None,
+    ) -> None:
+        self.device = default_device()
+        self.model = RadZero.from_pretrained(model).to(self.device)
+        self.classes, self.templates = classes, templates
+        self.builder = scoring.TruthBuilder(**builder)
+        self.truths, self.by_image = truths, by_image
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """One record per row: its scores, or its ``error`` ("" when scored)."""
+        if self.by_image is not None:
+            return self._score_tokens(batch)
+        positions, pixels, truths, errors = [], [], [], {}
+        for position, image in zip(batch["position"], batch["image"], strict=True):
+            try:
+                gray = read_image(storage.read_bytes(image), name=image)
+            except (OSError, ValueError) as err:
+                errors[int(position)] = str(err)
+                continue
+            positions.append(int(position))
+            pixels.append(to_pixels(gray, self.model.preprocess))
+            truths.append(self.builder.build(self.truths[int(position)], gray.shape))
+        records = self._records(positions, truths, images=torch.stack(pixels) if pixels else None)
+        failed = [scoring.empty_record() | {"position": p, "error": e} for p, e in errors.items()]
+        return pd.DataFrame(records + failed)
+
+    def _score_tokens(self, batch: pd.DataFrame) -> pd.DataFrame:
+        positions, rows, truths = [], [], []
+        for i, image in enumerate(batch["source"]):
+            shape = (int(batch["height"].iloc[i]), int(batch["width"].iloc[i]))
+            for position in self.by_image.get(image, []):
+                positions.append(position)
+                rows.append(i)
+                truths.append(self.builder.build(self.truths[position], shape))
+        tokens = np.stack([np.asarray(batch["tokens"].iloc[i], np.float32) for i in rows])
+        return pd.DataFrame(self._records(positions, truths, features=torch.from_numpy(tokens)))
+
+    def _records(
+        self,
+        positions: list[int],
+        truths: list[scoring.Truth],
+        images: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> list[dict]:
+        if not positions:
+            return []
+        scored = scoring.score_batch(
+            self.model,
+            None if images is None else images.to(self.device),
+            truths,
+            self.classes,
+            self.templates,
+            self.builder.queries,
+            features=None if features is None else features.to(self.device),
         )
-        evaluated, threshold = evaluated[~held], evaluated[held]
-        source = f"held out: {config.val_fraction:.0%} of the {config.split!r} images"
-    if config.max_images is not None:
-        evaluated = evaluated.head(config.max_images)
-        threshold = threshold.head(config.max_images)
-    return evaluated, threshold, source
-
-
-def _fraction(image: str, root: str) -> float:
-    """A stable number in [0, 1) per image, from its path under ``root``: the same images are
-    held out wherever the benchmark lives."""
-    relative = image[len(root) :] if image.startswith(root) else image
-    return int(hashlib.sha256(relative.strip("/").encode()).hexdigest()[:8], 16) / 2**32
-
-
-def _classes(evaluated: pd.DataFrame, config: EvaluateJobConfig) -> list[str]:
-    labels = list(benchmarks.READERS[config.benchmark].pathologies)
-    if config.classes:
-        missing = sorted(set(config.classes) - set(labels))
-        if missing:
-            raise ValueError(f"config classes {missing} are not classes of {config.benchmark}")
-        return list(config.classes)
-    if config.benchmark == "chexpert":
-        return list(CHEXPERT_COMPETITION)
-    return [c for c in labels if (evaluated[c] == 1).any()]
+        return [r | {"position": p, "error": ""} for p, r in zip(positions, scored, strict=True)]

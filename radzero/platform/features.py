@@ -10,7 +10,6 @@ model per actor, on a GPU per actor when the cluster has GPUs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -24,13 +23,14 @@ import torch
 
 from radzero import storage
 from radzero.config import from_dict, path_field, to_dict
+from radzero.data.hashing import fingerprint
 from radzero.data.images import read_image, to_pixels
 from radzero.model import check_model_reference, resolve_model_config
 from radzero.model.backbone import FrozenBackbone, backbone_geometry
 from radzero.model.config import VisionConfig
 from radzero.platform import outputs
 from radzero.platform.preprocess import read_prepared
-from radzero.platform.session import actor_gpus
+from radzero.platform.session import actor_pool_options, default_device
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def backbone_name(vision: VisionConfig) -> str:
     if vision.checkpoint:
         return vision.checkpoint.strip("/").replace("/", "--")
     spec = json.dumps({"hf_config": vision.hf_config, "seed": vision.seed}, sort_keys=True)
-    return "random-" + hashlib.sha256(spec.encode()).hexdigest()[:10]
+    return "random-" + fingerprint(spec, length=10)
 
 
 def cache_location(prepared: str, out: str, vision: VisionConfig, resolution: int) -> str:
@@ -79,7 +79,7 @@ def cache_location(prepared: str, out: str, vision: VisionConfig, resolution: in
 
     The folder is ``<out>/features/<backbone>-<resolution>-<prepared fingerprint>``.
     """
-    summary = json.loads(storage.read_text(storage.join(prepared, "summary.json")))
+    summary = outputs.read_summary(prepared, "preprocess")
     key = f"{backbone_name(vision)}-{resolution}-{summary['fingerprint'][:12]}"
     return storage.join(out, "features", key)
 
@@ -89,7 +89,7 @@ class TokenEncoder:
 
     def __init__(self, vision: dict[str, Any]) -> None:
         self.backbone = FrozenBackbone(from_dict(VisionConfig, vision))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device()
         self.backbone.to(self.device)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -112,8 +112,7 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
     """Run the backbone over a finished preprocessing output (idempotent); return the summary."""
     config = config or FeaturesJobConfig()
     started = time.perf_counter()
-    outputs.require_finished(prepared, "preprocess")
-    prepared_summary = json.loads(storage.read_text(storage.join(prepared, "summary.json")))
+    prepared_summary = outputs.read_summary(prepared, "preprocess")
     vision = config.vision_config()
     resolution, grid, width = backbone_geometry(vision)
     if resolution not in prepared_summary["resolutions"]:
@@ -123,32 +122,27 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
         )
     target = cache_location(prepared, out, vision, resolution)
     key = target.rstrip("/").rsplit("/", 1)[-1]
-    run_key = hashlib.sha256(
-        f"{key}:{json.dumps(to_dict(vision), sort_keys=True)}".encode()
-    ).hexdigest()
-    finished = outputs.finished(target)
-    if finished is not None and finished.get("run_key") == run_key:
-        log.info("features: %s is already cached", target)
-        return json.loads(storage.read_text(storage.join(target, "summary.json")))
+    run_key = fingerprint(f"{key}:{json.dumps(to_dict(vision), sort_keys=True)}")
+    finished = outputs.finished_run(target, run_key, "features")
+    if finished is not None:
+        return finished
 
     rows = read_prepared(prepared, resolution)
-    num_gpus = actor_gpus(config.num_gpus)
+    pool = actor_pool_options(config.actors, config.num_cpus, config.num_gpus)
     log.info(
         "features: %s at %d px over %d images, %d actor(s), %s GPU each",
         backbone_name(vision),
         resolution,
         prepared_summary["rows_out"],
         config.actors,
-        num_gpus,
+        pool["num_gpus"],
     )
     encoded = rows.map_batches(
         TokenEncoder,
         fn_constructor_kwargs={"vision": to_dict(vision)},
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
         batch_size=config.batch_size,
         batch_format="pandas",
-        num_cpus=config.num_cpus,
-        num_gpus=num_gpus,
+        **pool,
     )
     staging = outputs.staging(target)
     staged_fs, staged_path = storage.resolve(storage.join(staging, "tokens"))

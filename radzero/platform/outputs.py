@@ -2,12 +2,21 @@
 
 A job writes under ``<out>/_staging/<attempt>/``; :func:`commit` replaces the previous outputs
 with the staged ones, writes ``summary.json`` and finally ``_SUCCESS.json``. Readers call
-:func:`require_finished`, so a crashed run's partial output is never taken for a finished one.
+:func:`require_finished` (or :func:`read_summary`, :func:`read_parquet`), so a crashed run's
+partial output is never taken for a finished one. A job that may have run already::
+
+    summary = outputs.finished_run(out, run_key, "features")
+    if summary is not None:
+        return summary
+    staging = outputs.staging(out)
+    ...  # write under staging
+    outputs.commit(staging, out, summary, run_key)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 
@@ -16,7 +25,10 @@ import ray
 
 from radzero import storage
 
+log = logging.getLogger(__name__)
+
 MARKER = "_SUCCESS.json"
+SUMMARY = "summary.json"
 STAGING = "_staging"
 
 
@@ -25,8 +37,9 @@ def staging(out: str) -> str:
     return storage.join(out, STAGING, f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
 
 
-def finished(out: str) -> dict | None:
-    """The commit marker of ``out`` when a job finished there, else None."""
+def read_marker(out: str) -> dict | None:
+    """The commit marker of ``out`` (``run_key``, ``finished_at``) when a job finished there,
+    else None."""
     try:
         return json.loads(storage.read_text(storage.join(out, MARKER)))
     except FileNotFoundError:
@@ -35,13 +48,31 @@ def finished(out: str) -> dict | None:
 
 def require_finished(out: str, what: str = "job") -> dict:
     """The commit marker, or a clear error when ``out`` holds no finished output."""
-    marker = finished(out)
+    marker = read_marker(out)
     if marker is None:
         raise FileNotFoundError(
             f"{out} holds no finished {what} output (no {MARKER}); run the {what} job first, "
             "or rerun it if an earlier run crashed"
         )
     return marker
+
+
+def read_summary(out: str, what: str = "job") -> dict:
+    """The ``summary.json`` of a finished ``what`` output (an error when there is none)."""
+    require_finished(out, what)
+    return json.loads(storage.read_text(storage.join(out, SUMMARY)))
+
+
+def finished_run(out: str, run_key: str, what: str) -> dict | None:
+    """The summary when ``out`` already holds the finished run ``run_key``, else None (run it).
+
+    ``run_key`` fingerprints the run's inputs and settings; :func:`commit` records it.
+    """
+    marker = read_marker(out)
+    if marker is None or marker.get("run_key") != run_key:
+        return None
+    log.info("%s: %s already holds this run (same inputs and settings)", what, out)
+    return read_summary(out, what)
 
 
 def read_parquet(
@@ -78,7 +109,7 @@ def commit(staged: str, out: str, summary: dict, run_key: str) -> None:
         storage.delete_dir(storage.join(out, name))
         _move_tree(fs, entry, f"{out_path}/{name}", storage.is_s3(out))
     storage.delete_dir(staged)
-    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    storage.write_text(storage.join(out, SUMMARY), json.dumps(summary, indent=2) + "\n")
     marker = {"run_key": run_key, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     storage.write_text(storage.join(out, MARKER), json.dumps(marker) + "\n")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
+import torch
 
 from radzero.config import load_config, path_fields
 
@@ -55,7 +56,7 @@ def start_job(
     return args, loaded
 
 
-def require(parser: argparse.ArgumentParser, config: Any, *names: str) -> None:
+def require_options(parser: argparse.ArgumentParser, config: Any, *names: str) -> None:
     """A usage error naming the path fields that neither the options nor the config set."""
     missing = [name for name in names if not getattr(config, name)]
     if missing:
@@ -131,3 +132,18 @@ def actor_gpus(requested: float | None) -> float:
     if requested is not None:
         return requested
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def actor_pool_options(actors: int, num_cpus: float, num_gpus: float | None) -> dict[str, Any]:
+    """``map_batches`` arguments for a pool of ``actors`` actors, each with ``num_cpus`` CPUs
+    and ``num_gpus`` GPUs (None: one when the cluster has GPUs, see :func:`actor_gpus`)."""
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=actors),
+        "num_cpus": num_cpus,
+        "num_gpus": actor_gpus(num_gpus),
+    }
+
+
+def default_device() -> torch.device:
+    """The device an actor runs its model on: the GPU Ray gave it, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

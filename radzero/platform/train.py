@@ -151,8 +151,7 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
     if not config.data:
         raise ValueError("config data: the preprocessing output to train on is required")
     model_config = config.model_config()
-    outputs.require_finished(config.data, "preprocess")
-    prepared = json.loads(storage.read_text(storage.join(config.data, "summary.json")))
+    prepared = outputs.read_summary(config.data, "preprocess")
     resolution = int(model_config.vision.image_size or prepared["resolutions"][0])
     model_config.vision.image_size = resolution
     datasets, labels = _datasets(config, model_config, resolution)

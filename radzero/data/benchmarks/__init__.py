@@ -1,4 +1,5 @@
-"""Readers for the paper's eight zero-shot benchmarks, from the files as the datasets publish them.
+"""Readers for the paper's eight zero-shot benchmarks, from the files as the datasets publish them,
+and for the phantom sets of :mod:`radzero.data.phantom`.
 
 ``read(name, root)`` returns the common manifest of one benchmark; ``root`` is a local folder or
 an s3:// URI holding the published files (read through :mod:`radzero.storage`; images are never
@@ -7,12 +8,16 @@ class attributes ``name`` and ``pathologies`` (the classes as the dataset names 
 order) and, once constructed, ``csv`` (the raw table as read), ``labels`` (one 0/1 float column
 per pathology, NaN where unknown) and ``frame`` (the manifest).
 
+``NAMES`` are the paper's eight; ``READERS`` maps them and "phantom" to their classes, and
+``read`` takes any of its keys.
+
 The manifest has one row per image: ``image`` (the image's path or URI under ``root``, built
 from the published relative path), ``split`` ("train" / "val" / "test" as published, "test"
 where nothing is published), one float 0/1/NaN column per class, ``boxes`` (a list of
 {"finding", "x1", "y1", "x2", "y2"} in inclusive pixel coordinates of the image under
-``image``; MS-CXR boxes add "phrase"; [] when none), ``height``/``width`` where known (NIH,
-RSNA, SIIM: 1024; MS-CXR: from its file), SIIM's ``rle``, then dataset-specific columns
+``image``; MS-CXR boxes add "phrase", phantom boxes "location"; [] when none),
+``height``/``width`` where known (NIH, RSNA, SIIM: 1024; MS-CXR: from its file), SIIM's
+``rle``, the phantoms' ``masks`` (finding -> mask PNG URI), then dataset-specific columns
 (``patient_id``, ``view``, ...). Box sizes (x, y, w, h) become x1 = round(x),
 x2 = round(x + w) - 1, inside the image when its size is known.
 
@@ -37,13 +42,12 @@ from radzero.data.benchmarks.mscxr import MSCXR
 from radzero.data.benchmarks.nih import ChestXDet10, ChestXray14
 from radzero.data.benchmarks.openi import OpenI
 from radzero.data.benchmarks.padchest import PadChest
+from radzero.data.benchmarks.phantom import Phantom
 from radzero.data.benchmarks.segmentation import RSNA, SIIM, decode_rle
 
-READERS: dict[str, type[Benchmark]] = {
-    reader.name: reader
-    for reader in (CheXpert, ChestXray14, PadChest, OpenI, ChestXDet10, MSCXR, SIIM, RSNA)
-}
-NAMES: tuple[str, ...] = tuple(READERS)
+_PAPER = (CheXpert, ChestXray14, PadChest, OpenI, ChestXDet10, MSCXR, SIIM, RSNA)
+NAMES: tuple[str, ...] = tuple(reader.name for reader in _PAPER)
+READERS: dict[str, type[Benchmark]] = {reader.name: reader for reader in (*_PAPER, Phantom)}
 
 __all__ = [
     "MSCXR",
@@ -57,13 +61,14 @@ __all__ = [
     "ChestXray14",
     "OpenI",
     "PadChest",
+    "Phantom",
     "decode_rle",
     "read",
 ]
 
 
 def read(name: str, root: str | os.PathLike) -> pd.DataFrame:
-    """The common manifest of benchmark ``name`` (one of ``NAMES``) read from ``root``."""
+    """The common manifest of benchmark ``name`` (a key of ``READERS``) read from ``root``."""
     if name not in READERS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(READERS)}")
     return READERS[name](root).frame

@@ -17,9 +17,9 @@ from radzero.data.benchmarks._base import (
     require,
     xywh_box,
 )
+from radzero.data.splits import normalise_split
 
 _IDS = re.compile(r"p(\d+)/s(\d+)/")
-_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 class MSCXR(Benchmark):
@@ -68,11 +68,13 @@ class MSCXR(Benchmark):
                 raise ValueError(f"{uri}: a box of {dicom} lacks a coordinate or the image size")
             if category.strip() not in self.pathologies:
                 raise ValueError(f"{uri}: unknown category_name {category!r}")
-            if split.strip().lower() not in _SPLITS:
-                raise ValueError(f"{uri}: unknown split {split!r}")
+            try:
+                split = normalise_split(split)
+            except ValueError as err:
+                raise ValueError(f"{uri}: {err}") from None
             image = {
                 "path": path.strip(),
-                "split": _SPLITS[split.strip().lower()],
+                "split": split,
                 "height": int(height),
                 "width": int(width),
             }
