@@ -205,6 +205,8 @@ def test_resolve_model_config_merges_overrides_into_a_registered_name_or_a_saved
     assert saved.align.window == tiny_config["align"]["window"]
     with pytest.raises(ValueError, match=r"unknown config key.*align\.layer"):
         resolve_model_config("radzero-tiny", {"align": {"layer": 3}})
+    linear = create_model(RadZeroConfig.from_dict(tiny_config), {"align": {"layers": 0}})
+    assert linear.align.linear is not None and linear.config.align.window == 1
 
 
 def test_an_unknown_model_name_lists_the_registered_ones_and_the_closest(tmp_path):
