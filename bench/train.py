@@ -233,7 +233,7 @@ def _plain_steps(
     import torch
 
     from radzero.data.images import read_image, to_pixels
-    from radzero.model import RadZero, get_model_config
+    from radzero.model import RadZero, resolve_model_config
     from radzero.model.training import (
         Batch,
         TrainConfig,
@@ -242,10 +242,8 @@ def _plain_steps(
         train_step,
     )
 
-    config = get_model_config("radzero-tiny-local")
-    if backbone:
-        config.vision.hf_config = dict(backbone)
-        config.vision.image_size = backbone["image_size"]
+    vision = {"hf_config": backbone, "image_size": backbone["image_size"]} if backbone else {}
+    config = resolve_model_config("radzero-tiny-local", {"vision": vision})
     torch.manual_seed(0)
     model = RadZero(config)
     train_config = TrainConfig(batch_size=args.plain_batch, seed=0)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from radzero.model import RadZero, create_model
+from radzero import storage
+from radzero.model import RadZero, copy_pretrained, create_model
 from radzero.model.checkpoint import (
     OPTIMIZER_NAME,
     STATE_NAME,
@@ -145,6 +146,36 @@ def test_checkpoint_folder_loads_as_a_model(tiny_config, saved):
     load_training_state(saved, *trainer)
     loaded = RadZero.from_pretrained(saved)
     torch.testing.assert_close(weights(loaded), weights(trainer[0]), atol=0, rtol=0)
+
+
+def test_models_round_trip_through_s3(tiny_config, saved, s3_bucket):
+    """save_pretrained / from_pretrained on an s3:// prefix, and a training checkpoint's model
+    copied there (as the train job exports its best one) without building it."""
+    model = RadZero.from_pretrained(saved).eval()
+    uri = f"s3://{s3_bucket}/runs/model"
+    assert model.save_pretrained(uri) == uri
+    assert storage.list_files(uri) == [f"{uri}/config.json", f"{uri}/{WEIGHTS_NAME}"]
+    loaded = RadZero.from_pretrained(uri).eval()
+    torch.testing.assert_close(weights(loaded), weights(model), atol=0, rtol=0)
+    assert loaded.preprocess == model.preprocess and loaded.config == model.config
+    pixels = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(
+        loaded.similarity_maps(["There is effusion."], images=pixels),
+        model.similarity_maps(["There is effusion."], images=pixels),
+        atol=0,
+        rtol=0,
+    )
+    exported = f"s3://{s3_bucket}/runs/exported"
+    copy_pretrained(saved, exported)
+    assert sorted(storage.list_files(exported)) == [
+        f"{exported}/config.json",
+        f"{exported}/{WEIGHTS_NAME}",
+    ]  # the model only, not the optimiser or training state
+    torch.testing.assert_close(weights(RadZero.from_pretrained(exported)), weights(model))
+    with pytest.raises(FileNotFoundError, match=rf"s3://{s3_bucket}/nothing/config\.json is miss"):
+        RadZero.from_pretrained(f"s3://{s3_bucket}/nothing")
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
+        copy_pretrained(f"s3://{s3_bucket}/nothing", exported)
 
 
 def test_only_json_and_safetensors_no_staging_left(saved):

@@ -41,4 +41,4 @@ def test_training_on_phantoms_learns_to_classify_and_point(ray_local, tmp_path):
 
     reloaded = RadZero.from_pretrained(tmp_path / "model").eval()
     image = load_image(tmp_path / "phantoms" / "images" / "000000.png", reloaded.preprocess)
-    assert reloaded.classify(image[None], list(FINDINGS)).shape == (1, len(FINDINGS))
+    assert reloaded.classify(list(FINDINGS), images=image[None]).shape == (1, len(FINDINGS))

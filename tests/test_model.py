@@ -1,13 +1,32 @@
-"""The RadZero module: shapes, frozen parts, configs, checkpoints."""
+"""The RadZero module: shapes, frozen parts, configs, checkpoints, golden outputs, the API."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from radzero.model import RadZero, RadZeroConfig, create_model, list_models, resolve_preprocess
+import radzero
+from radzero.model import (
+    RadZero,
+    RadZeroConfig,
+    backbone_geometry,
+    check_model_reference,
+    create_model,
+    list_models,
+    resolve_model_config,
+    resolve_preprocess,
+)
+from radzero.model.config import VisionConfig
 from radzero.model.radzero import WEIGHTS_NAME
 
 
@@ -21,10 +40,28 @@ def test_inference_api_shapes_and_ranges(tiny_config):
     pixels = torch.randn(2, 3, 64, 64)
     assert model.encode_image(pixels).shape == (2, 16, 64)  # 4x4 patches, CLS left out
     assert model.encode_text(["There is effusion", "There is no effusion"]).shape == (2, 64)
-    probs = model.classify(pixels, ["effusion", "nodule", "mass"])
+    probs = model.classify(["effusion", "nodule", "mass"], images=pixels)
     assert probs.shape == (2, 3) and ((probs > 0) & (probs < 1)).all()
-    maps = model.similarity_maps(pixels, ["effusion", "left lung"])
+    maps = model.similarity_maps(["effusion", "left lung"], images=pixels)
     assert maps.shape == (2, 2, 64, 64) and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_cached_features_stand_in_for_images_and_exactly_one_is_required(tiny_config):
+    model = build(tiny_config)
+    pixels = torch.randn(2, 3, 64, 64)
+    features = model.backbone_tokens(pixels)
+    torch.testing.assert_close(
+        model.classify(["effusion"], features=features), model.classify(["effusion"], images=pixels)
+    )
+    torch.testing.assert_close(
+        model.similarity_maps(["mass"], features=features),
+        model.similarity_maps(["mass"], images=pixels),
+    )
+    for call in (model.classify, model.similarity_maps):
+        with pytest.raises(TypeError, match=r"exactly one of images= .* or features="):
+            call(["effusion"])
+        with pytest.raises(TypeError, match=r"exactly one of images= .* or features="):
+            call(["effusion"], images=pixels, features=features)
 
 
 def test_maps_are_the_upsampled_sigmoid_of_the_patch_scores(tiny_config):
@@ -33,7 +70,7 @@ def test_maps_are_the_upsampled_sigmoid_of_the_patch_scores(tiny_config):
     _, scores = model.score(
         model.encode_image(pixels), model.encode_text(["nodule"]), return_scores=True
     )
-    coarse = model.similarity_maps(pixels, ["nodule"], size=(4, 4))
+    coarse = model.similarity_maps(["nodule"], images=pixels, size=(4, 4))
     torch.testing.assert_close(coarse.flatten(), scores.sigmoid().flatten())
 
 
@@ -70,7 +107,9 @@ def test_align_variants_train_end_to_end(tiny_config, align):
     tiny_config["align"] = align
     tiny_config["similarity"] = "dot"
     model = build(tiny_config).train()
-    logits = model(["a", "b", "c"], pixels=torch.randn(2, 3, 64, 64))
+    logits, _ = model.score(
+        model.encode_image(torch.randn(2, 3, 64, 64)), model.encode_text(["a", "b", "c"])
+    )
     logits.sum().backward()
     grads = [p.grad for p in model.align.parameters()]
     assert logits.shape == (2, 3) and all(g is not None for g in grads)
@@ -96,11 +135,14 @@ def test_save_and_load_give_identical_outputs(tiny_config, tmp_path):
     loaded = RadZero.from_pretrained(tmp_path / "ckpt").eval()
     pixels = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(
-        loaded.classify(pixels, ["effusion"]), model.classify(pixels, ["effusion"]), rtol=0, atol=0
+        loaded.classify(["effusion"], images=pixels),
+        model.classify(["effusion"], images=pixels),
+        rtol=0,
+        atol=0,
     )
     torch.testing.assert_close(
-        loaded.similarity_maps(pixels, ["nodule"]),
-        model.similarity_maps(pixels, ["nodule"]),
+        loaded.similarity_maps(["nodule"], images=pixels),
+        model.similarity_maps(["nodule"], images=pixels),
         rtol=0,
         atol=0,
     )
@@ -109,8 +151,6 @@ def test_save_and_load_give_identical_outputs(tiny_config, tmp_path):
 def test_checkpoint_holds_only_trainable_weights(tiny_config, tmp_path):
     model = build(tiny_config)
     model.save_pretrained(tmp_path)
-    from safetensors.torch import load_file
-
     keys = set(load_file(str(tmp_path / WEIGHTS_NAME)))
     assert keys == set(model.trainable_state_dict())
     assert not any(k.startswith(("backbone.", "text.encoder.")) for k in keys)  # frozen parts
@@ -147,6 +187,41 @@ def test_config_rejects_unknown_keys_and_bad_values(tiny_config):
         RadZeroConfig.from_dict({"temperature": {"init": 0}})
     with pytest.raises(ValueError, match="unknown model config"):
         create_model("radzero-huge")
+
+
+def test_resolve_model_config_merges_overrides_into_a_registered_name_or_a_saved_folder(
+    tiny_config, tmp_path
+):
+    config = resolve_model_config("radzero-tiny", {"vision": {"image_size": 448}})
+    registered = json.loads(
+        (resources.files("radzero.model") / "configs/radzero-tiny.json").read_text()
+    )
+    assert config.vision.image_size == 448
+    assert config.vision.hf_config == registered["vision"]["hf_config"]  # the rest is kept
+    assert config.align.layers == registered["align"]["layers"]
+    build(tiny_config).save_pretrained(tmp_path / "saved")
+    saved = resolve_model_config(tmp_path / "saved", {"align": {"layers": 3}})
+    assert saved.align.layers == 3 and saved.vision.image_size == 64
+    assert saved.align.window == tiny_config["align"]["window"]
+    with pytest.raises(ValueError, match=r"unknown config key.*align\.layer"):
+        resolve_model_config("radzero-tiny", {"align": {"layer": 3}})
+    linear = create_model(RadZeroConfig.from_dict(tiny_config), {"align": {"layers": 0}})
+    assert linear.align.linear is not None and linear.config.align.window == 1
+
+
+def test_an_unknown_model_name_lists_the_registered_ones_and_the_closest(tmp_path):
+    with pytest.raises(ValueError) as caught:
+        resolve_model_config("radzero-tiny-locl")
+    message = str(caught.value)
+    assert "unknown model config 'radzero-tiny-locl'" in message
+    assert "did you mean 'radzero-tiny-local'?" in message
+    assert all(name in message for name in list_models())
+    with pytest.raises(ValueError, match="unknown model config 'nothing-like-it'"):
+        check_model_reference("nothing-like-it")
+    for reference in ("radzero-tiny", "runs/x/model", "s3://bucket/model", str(tmp_path)):
+        check_model_reference(reference)  # registered or path-like: checked when read
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
+        resolve_model_config(tmp_path / "empty")
 
 
 def test_shipped_configs_parse():
@@ -206,6 +281,145 @@ def test_backbone_loads_from_a_local_checkpoint_folder(tiny_config, tmp_path):
     model = build({"vision": {"checkpoint": str(tmp_path)}, "text": {"trainable": False}})
     assert model.preprocess.image_size == 64 and model.preprocess.mean == (0.5,) * 3
     assert model.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 17, 64)
+
+
+def _checkpoint_folder(folder: Path, hf_config: dict, weights: bool = True) -> Path:
+    """A local DINOv2 checkpoint (config.json, weights unless told) with its processor config."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    if weights:
+        Dinov2Model(Dinov2Config(**hf_config)).save_pretrained(folder)
+    else:
+        Dinov2Config(**hf_config).save_pretrained(folder)
+    processor = {"image_mean": [0.5] * 3, "image_std": [0.2] * 3, "crop_size": {"height": 96}}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+def test_backbone_geometry_reads_configs_only(tiny_config, tmp_path):
+    folder = _checkpoint_folder(tmp_path, tiny_config["vision"]["hf_config"], weights=False)
+    assert not any(p.suffix in (".safetensors", ".bin") for p in folder.iterdir())
+    assert backbone_geometry(VisionConfig(checkpoint=str(folder))) == (96, 6, 64)  # processor
+    assert backbone_geometry(VisionConfig(checkpoint=str(folder), image_size=128)) == (128, 8, 64)
+    tiny = VisionConfig(hf_config=tiny_config["vision"]["hf_config"])
+    assert backbone_geometry(tiny) == (64, 4, 64)  # the ViT's own input size
+    size, grid, width = backbone_geometry(VisionConfig(**tiny_config["vision"]))
+    tokens = build(tiny_config).backbone_tokens(torch.randn(1, 3, size, size))
+    assert tokens.shape == (1, 1 + grid**2, width)
+    with pytest.raises(ValueError, match="multiple of the backbone's patch size"):
+        backbone_geometry(VisionConfig(checkpoint=str(folder), image_size=100))
+
+
+def test_preprocessing_is_saved_with_the_model_and_restored_from_it(tiny_config, tmp_path):
+    folder = _checkpoint_folder(tmp_path / "backbone", tiny_config["vision"]["hf_config"])
+    model = build({"vision": {"checkpoint": str(folder)}, "text": {"trainable": False}})
+    model.save_pretrained(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["preprocess"]
+    assert saved == {"image_size": 96, "mean": [0.5] * 3, "std": [0.2] * 3, "channels": 3}
+    # The backbone's processor changes afterwards: the saved model keeps its own preprocessing.
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1] * 3}))
+    loaded = RadZero.from_pretrained(tmp_path / "model")
+    assert loaded.preprocess == model.preprocess
+    assert create_model({"vision": {"checkpoint": str(folder)}}).preprocess.mean == (0.1,) * 3
+    # A config.json written before the preprocessing was saved resolves it as a new model does.
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    del meta["preprocess"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(meta))
+    assert RadZero.from_pretrained(tmp_path / "model").preprocess.mean == (0.1,) * 3
+
+
+def test_preprocess_is_the_image_transform(tiny_config):
+    from radzero.data.images import to_pixels
+
+    model = build(tiny_config)
+    gray = np.linspace(0, 1, 90 * 70, dtype=np.float32).reshape(90, 70)
+    pixels = model.preprocess(gray)
+    assert pixels.shape == (3, 64, 64) and pixels.dtype == torch.float32
+    assert (model.preprocess.image_size, model.preprocess.channels) == (64, 3)
+    torch.testing.assert_close(pixels, to_pixels(gray, model.preprocess), rtol=0, atol=0)
+    expected = (model.preprocess(np.ones((64, 64), np.float32)) * 0.229 + 0.485)[0]
+    torch.testing.assert_close(expected, torch.ones(64, 64))
+    assert model.encode_image(pixels[None]).shape == (1, 16, 64)
+
+
+# -- golden outputs ---------------------------------------------------------------------------
+GOLDEN = Path(__file__).parent / "data" / "radzero_tiny_golden.safetensors"
+GOLDEN_SENTENCES = ["There is pleural effusion", "The heart is enlarged", "A nodule in the apex"]
+GOLDEN_FINDINGS = ["effusion", "cardiomegaly", "pneumothorax", "nodule"]
+# Global attention with CLS and a trainable text encoder; per-patch layers with a sincos position.
+GOLDEN_MODELS = ("radzero-tiny", "radzero-tiny-local")
+UPDATE_GOLDEN = "RADZERO_UPDATE_GOLDEN"
+
+
+def golden_image(height: int, width: int, phase: float) -> np.ndarray:
+    """A grey (H, W) chest-like pattern from a formula: two dark lungs and a fine texture."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    y, x = y / height, x / width
+    lungs = sum(np.exp(-((x - cx) ** 2) / 0.02 - (y - 0.5) ** 2 / 0.08) for cx in (0.3, 0.7))
+    texture = 0.05 * np.sin(40 * x + 7 * y + phase)
+    return np.clip(0.8 - 0.5 * lungs + texture, 0, 1).astype(np.float32)
+
+
+def golden_outputs(name: str) -> dict[str, torch.Tensor]:
+    """What ``create_model(name)`` gives, from torch seed 0, on two fixed images."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    images = [golden_image(256, 232, 0.0), golden_image(200, 240, 1.5)]
+    pixels = torch.stack([model.preprocess(gray) for gray in images])
+    with torch.no_grad():
+        logits, _ = model.score(model.encode_image(pixels), model.encode_text(GOLDEN_SENTENCES))
+    return {
+        f"{name}/logits": logits,
+        f"{name}/probabilities": model.classify(GOLDEN_FINDINGS, images=pixels),
+        f"{name}/maps": model.similarity_maps(GOLDEN_SENTENCES, images=pixels, size=(28, 28)),
+    }
+
+
+def test_tiny_models_reproduce_their_golden_outputs():
+    """Init, preprocessing, backbone, align layers, position signal, text encoder and VL-CABS
+    against tests/data/radzero_tiny_golden.safetensors. After an intended change of the
+    outputs, regenerate it: ``RADZERO_UPDATE_GOLDEN=1 pytest tests/test_model.py -k golden``."""
+    outputs = {k: v for name in GOLDEN_MODELS for k, v in golden_outputs(name).items()}
+    inputs = {"sentences": json.dumps(GOLDEN_SENTENCES), "findings": json.dumps(GOLDEN_FINDINGS)}
+    if os.environ.get(UPDATE_GOLDEN):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in outputs.items()}, str(GOLDEN), metadata=inputs)
+        pytest.skip(f"{UPDATE_GOLDEN} is set: wrote {GOLDEN}")
+    from safetensors import safe_open
+
+    with safe_open(str(GOLDEN), "pt") as file:
+        assert file.metadata() == inputs
+    golden = load_file(str(GOLDEN))
+    assert golden.keys() == outputs.keys()
+    for name, expected in golden.items():
+        torch.testing.assert_close(
+            outputs[name],
+            expected,
+            rtol=0,
+            atol=1e-5,
+            msg=lambda text, name=name: f"{name}: {text}",
+        )
+
+
+# -- the package ------------------------------------------------------------------------------
+def test_top_level_api_without_importing_torch_or_ray():
+    code = (
+        "import sys, radzero; "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'eager import'; "
+        "radzero.create_model, radzero.RadZero, radzero.load_image; "
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(radzero.__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    from radzero.data.images import load_image
+
+    assert radzero.create_model is create_model and radzero.RadZero is RadZero
+    assert radzero.load_image is load_image
+    assert all(hasattr(radzero, name) for name in radzero.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        radzero.nothing  # noqa: B018
+    assert radzero.__version__ == importlib.metadata.version("radzero")
+    assert (resources.files("radzero") / "py.typed").is_file()
 
 
 def test_per_token_align_layers_match_a_diagonal_attention_mask():

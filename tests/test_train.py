@@ -95,7 +95,7 @@ def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:
     # The workers scored shares of the validation split; together, every row exactly once.
     val = _split_rows(config, "val")
     tokens = torch.as_tensor(np.stack(val["tokens"].tolist()), dtype=torch.float32)
-    scores = model.classify(None, summary["classes"], features=tokens).numpy()
+    scores = model.classify(summary["classes"], features=tokens).numpy()
     labels = (val[summary["classes"]].to_numpy() == 1).astype(int)
     expected = auc_per_class(labels, scores, summary["classes"])["macro"]
     assert summary["best"]["val_auc"] == pytest.approx(expected, abs=1e-6)

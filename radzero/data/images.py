@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+# ``resize`` lives with the transform that uses it; still importable from here.
 from radzero.model.preprocess import PreprocessConfig
+from radzero.model.preprocess import resize as resize
 
 MIN_SIDE = 16
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -67,21 +68,8 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None) -> np
 
 
 def to_pixels(gray: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
-    """Resize an (H, W) grey array in [0, 1] to a normalised float32 (channels, S, S) tensor.
-
-    The resize is direct (no crop or padding), bilinear, antialiased when shrinking; the grey
-    plane is replicated to ``cfg.channels`` and normalised as ``(x - mean) / std``.
-    """
-    arr = np.asarray(gray)
-    if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(
-            f"to_pixels expects a non-empty (H, W) float array, got shape {arr.shape} "
-            f"dtype {arr.dtype}"
-        )
-    plane = resize(arr, cfg.image_size)[None]
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
-    return (plane - mean) / std
+    """Backbone input from an (H, W) grey array in [0, 1]: ``cfg(gray)`` (see PreprocessConfig)."""
+    return cfg(gray)
 
 
 @functools.cache
@@ -103,21 +91,11 @@ def reuse_freed_memory(keep_mb: int = 256) -> bool:
     return bool(mallopt(mmap_threshold, 64 * 2**20) and mallopt(trim_threshold, keep_mb * 2**20))
 
 
-def resize(gray: np.ndarray, size: int) -> torch.Tensor:
-    """An (H, W) grey array resized directly to (size, size), bilinear, antialiased to shrink."""
-    plane = torch.from_numpy(np.asarray(gray, dtype=np.float32))[None, None]
-    shrinking = max(plane.shape[-2:]) > size
-    plane = F.interpolate(
-        plane, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
-    )
-    return plane[0, 0]
-
-
 def load_image(
     source: str | os.PathLike | bytes, cfg: PreprocessConfig, name: str | None = None
 ) -> torch.Tensor:
     """Decode ``source`` with :func:`read_image` and turn it into backbone input."""
-    return to_pixels(read_image(source, name), cfg)
+    return cfg(read_image(source, name))
 
 
 def _read_source(source: str | os.PathLike | bytes, name: str | None) -> tuple[bytes, str]:

@@ -220,7 +220,7 @@ def _overlays(
             query = builder.queries[finding]
             shown[query] = (shown.get(query, ([], None))[0], mask)
         queries = [(query, boxes, mask) for query, (boxes, mask) in shown.items()]
-        maps = model.similarity_maps(pixels, [q for q, _, _ in queries])[0].numpy()
+        maps = model.similarity_maps([q for q, _, _ in queries], images=pixels)[0].numpy()
         images.append(resize(gray, size).numpy())
         row_panels = []
         for (query, boxes, mask), heatmap in zip(queries, maps, strict=True):

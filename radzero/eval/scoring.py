@@ -147,7 +147,9 @@ def score_batch(
     model.eval()
     records = [empty_record() for _ in truths]
     if classes:
-        probabilities = model.classify(pixels, list(classes), list(templates), features=features)
+        probabilities = model.classify(
+            list(classes), list(templates), images=pixels, features=features
+        )
         probabilities = probabilities.float().cpu().numpy()
         for record, row in zip(records, probabilities, strict=True):
             record["probabilities"] = row.tolist()
@@ -157,8 +159,8 @@ def score_batch(
     )
     maps = {}
     if queries:
-        grid = model.similarity_maps(pixels, queries, features=features).float().cpu().numpy()
-        maps = {query: grid[:, j] for j, query in enumerate(queries)}
+        grid = model.similarity_maps(queries, images=pixels, features=features)
+        maps = {query: grid[:, j].float().cpu().numpy() for j, query in enumerate(queries)}
     size = model.preprocess.image_size
     for i, (record, truth) in enumerate(zip(records, truths, strict=True)):
         targets = truth.targets()

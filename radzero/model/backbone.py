@@ -1,6 +1,8 @@
-"""The frozen DINOv2-style vision backbone and its preprocessing."""
+"""The frozen DINOv2-style vision backbone, its geometry and its preprocessing."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -11,39 +13,86 @@ from radzero.model.config import VisionConfig
 from radzero.model.preprocess import PreprocessConfig, resolve_preprocess
 
 
+class BackboneGeometry(NamedTuple):
+    """What a backbone's tokens look like: input side, patches per side, token width."""
+
+    image_size: int
+    grid: int
+    hidden_size: int
+
+
+def backbone_hf_config(vision: VisionConfig) -> Dinov2Config:
+    """The backbone's Hugging Face config: the checkpoint's ``config.json`` or ``hf_config``.
+
+    Reads no weights (a hub checkpoint fetches its small JSON files only).
+    """
+    if vision.checkpoint:
+        return Dinov2Config.from_pretrained(vision.checkpoint)
+    if vision.hf_config is not None:
+        return Dinov2Config(**vision.hf_config)
+    raise ValueError("vision config needs a checkpoint (hub id or path) or an hf_config")
+
+
+def resolve_backbone_preprocess(
+    vision: VisionConfig, hf_config: Dinov2Config | None = None
+) -> PreprocessConfig:
+    """The preprocessing of a backbone created from its config (JSON files only, no weights).
+
+    Mean, std and size come from the checkpoint's ``preprocessor_config.json`` (ImageNet values
+    without one); ``vision.image_size`` overrides the size, which defaults to the ViT's input size.
+    """
+    hf_config = hf_config or backbone_hf_config(vision)
+    processor = {}
+    if vision.checkpoint:
+        processor, _ = ImageProcessingMixin.get_image_processor_dict(vision.checkpoint)
+    return resolve_preprocess(
+        processor, image_size=vision.image_size, default_size=int(hf_config.image_size)
+    )
+
+
+def backbone_geometry(vision: VisionConfig) -> BackboneGeometry:
+    """Input side, patch grid and token width of ``vision``, from its configs alone (no weights)."""
+    hf_config = backbone_hf_config(vision)
+    size = _fitted(resolve_backbone_preprocess(vision, hf_config), hf_config).image_size
+    return BackboneGeometry(size, size // hf_config.patch_size, int(hf_config.hidden_size))
+
+
+def _fitted(preprocess: PreprocessConfig, hf_config: Dinov2Config) -> PreprocessConfig:
+    """``preprocess``, refused when its size is not a whole number of patches."""
+    if preprocess.image_size % hf_config.patch_size:
+        raise ValueError(
+            f"image_size {preprocess.image_size} is not a multiple of the backbone's patch size "
+            f"{hf_config.patch_size}"
+        )
+    return preprocess
+
+
 class FrozenBackbone(nn.Module):
     """A DINOv2 ViT that is never trained: no gradients, always in eval mode.
 
     Returns the last hidden state (after the final LayerNorm), CLS first. Any square input
     whose side is a multiple of the patch size works; position embeddings are interpolated.
+    ``preprocess`` restores a saved model's preprocessing; None resolves it from the backbone's
+    files (:func:`resolve_backbone_preprocess`).
     """
 
-    def __init__(self, config: VisionConfig) -> None:
+    def __init__(self, config: VisionConfig, preprocess: PreprocessConfig | None = None) -> None:
         super().__init__()
+        hf_config = backbone_hf_config(config)
         if config.checkpoint:
-            self.model = Dinov2Model.from_pretrained(config.checkpoint)
-            processor, _ = ImageProcessingMixin.get_image_processor_dict(config.checkpoint)
-        elif config.hf_config is not None:
+            self.model = Dinov2Model.from_pretrained(config.checkpoint, config=hf_config)
+        else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                self.model = Dinov2Model(Dinov2Config(**config.hf_config))
-            processor = {}
-        else:
-            raise ValueError("vision config needs a checkpoint (hub id or path) or an hf_config")
+                self.model = Dinov2Model(hf_config)
         self.model.requires_grad_(False)
         self.model.eval()
-        hf = self.model.config
-        self.patch_size = int(hf.patch_size)
-        self.hidden_size = int(hf.hidden_size)
-        self.num_heads = int(hf.num_attention_heads)
-        self.preprocess: PreprocessConfig = resolve_preprocess(
-            processor, image_size=config.image_size, default_size=int(hf.image_size)
+        self.patch_size = int(hf_config.patch_size)
+        self.hidden_size = int(hf_config.hidden_size)
+        self.num_heads = int(hf_config.num_attention_heads)
+        self.preprocess = _fitted(
+            preprocess or resolve_backbone_preprocess(config, hf_config), hf_config
         )
-        if self.preprocess.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.preprocess.image_size} is not a multiple of the backbone's "
-                f"patch size {self.patch_size}"
-            )
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         """Stay in eval mode whatever the parent module does."""

@@ -1,13 +1,27 @@
-"""Model configuration: small nested dataclasses, strict when read from JSON/YAML dicts."""
+"""Model configuration: small nested dataclasses, strict when read from JSON/YAML dicts.
+
+A model is named by a registered architecture (``radzero/model/configs/<name>.json``, see
+:func:`list_models`) or by a ``save_pretrained`` folder or URI; :func:`resolve_model_config`
+turns either, with nested overrides, into a :class:`RadZeroConfig`.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
-from radzero.config import from_dict
+from radzero import storage
+from radzero.config import deep_merge, from_dict
+
+# The config file of a ``save_pretrained`` folder: {"format_version", "model", "preprocess"}.
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
 
 
 @dataclass
@@ -101,8 +115,76 @@ def list_models() -> list[str]:
 
 
 def get_model_config(name: str) -> RadZeroConfig:
-    """Load a shipped architecture config by name (see ``list_models``)."""
+    """A registered architecture config by name (see :func:`list_models`).
+
+    :func:`resolve_model_config` also takes ``save_pretrained`` folders and overrides.
+    """
+    if name not in list_models():
+        raise _unknown(name, paths=False)
+    return RadZeroConfig.from_dict(_registered(name))
+
+
+def resolve_model_config(
+    name_or_path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> RadZeroConfig:
+    """The config of a registered architecture or of a ``save_pretrained`` folder or URI.
+
+    ``overrides`` are deep-merged into it (``{"vision": {"image_size": 518}}`` changes that one
+    value) before it is checked, so a bad key or value is named with its place. A name that is
+    neither registered nor path-like gives one error listing the registered names.
+    """
+    name = str(name_or_path)
+    if name in list_models():
+        base = _registered(name)
+    elif _path_like(name):
+        base = read_pretrained_meta(name)["model"]
+    else:
+        raise _unknown(name, paths=True)
+    return RadZeroConfig.from_dict(deep_merge(base, overrides or {}))
+
+
+def check_model_reference(name_or_path: str | os.PathLike) -> None:
+    """Refuse a model reference that is neither a registered name nor path-like.
+
+    Path-like: it holds a "/" (a folder or an ``s3://`` URI) or names an existing path. Nothing
+    is read, so config dataclasses can call this in ``__post_init__``.
+    """
+    name = str(name_or_path)
+    if name not in list_models() and not _path_like(name):
+        raise _unknown(name, paths=True)
+
+
+def read_pretrained_meta(uri: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``config.json`` of a ``save_pretrained`` folder, local or on S3."""
+    path = storage.join(uri, CONFIG_NAME)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: not a RadZero checkpoint folder") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION or "model" not in meta:
+        raise ValueError(f"{path}: unsupported checkpoint format {version!r}")
+    return meta
+
+
+def _registered(name: str) -> dict[str, Any]:
+    """The JSON of a registered architecture (``name`` is one of :func:`list_models`)."""
     path = resources.files("radzero.model") / "configs" / f"{name}.json"
-    if not path.is_file():
-        raise ValueError(f"unknown model config {name!r}; available: {', '.join(list_models())}")
-    return RadZeroConfig.from_dict(json.loads(path.read_text()))
+    return json.loads(path.read_text())
+
+
+def _path_like(name: str) -> bool:
+    return "/" in name or os.sep in name or Path(name).exists()
+
+
+def _unknown(name: str, paths: bool) -> ValueError:
+    """The error for an unknown model name: the registered names, and the closest one."""
+    names = list_models()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    also = "; or give a save_pretrained folder or s3:// URI" if paths else ""
+    return ValueError(f"unknown model config {name!r}{hint}; registered: {', '.join(names)}{also}")

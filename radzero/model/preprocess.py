@@ -1,10 +1,24 @@
-"""Per-backbone image preprocessing, resolved in one place (timm-style)."""
+"""Per-backbone image preprocessing, resolved once and then stored with the model (timm-style).
+
+A model created from an architecture resolves its preprocessing from the backbone's processor
+config (:func:`resolve_preprocess`); ``save_pretrained`` writes the resolved values and
+``from_pretrained`` restores them, so a saved model never re-reads the backbone's hub files to
+know how its images are prepared.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from radzero.config import from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -12,10 +26,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How raw grey radiographs become backbone input.
+    """How raw grey radiographs become backbone input; calling it applies that transform.
 
     The image is resized directly (no crop, no aspect padding) to ``image_size`` square,
-    replicated to ``channels`` and normalised with ``mean``/``std`` per channel.
+    replicated to ``channels`` and normalised with ``mean``/``std`` per channel:
+    ``preprocess(gray)`` maps an (H, W) float array in [0, 1] to a float32 (channels, S, S)
+    tensor.
     """
 
     image_size: int = 224
@@ -24,6 +40,8 @@ class PreprocessConfig:
     channels: int = 3
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -33,8 +51,40 @@ class PreprocessConfig:
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
 
-    def to_dict(self) -> dict:
+    def __call__(self, gray: np.ndarray) -> torch.Tensor:
+        """An (H, W) grey array in [0, 1] -> normalised float32 (channels, S, S) pixels.
+
+        The resize is bilinear, antialiased when shrinking; the grey plane is replicated to
+        ``channels`` and normalised as ``(x - mean) / std``.
+        """
+        arr = np.asarray(gray)
+        if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(
+                f"preprocessing expects a non-empty (H, W) float array, got shape {arr.shape} "
+                f"dtype {arr.dtype}"
+            )
+        plane = resize(arr, self.image_size)[None]
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return (plane - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
+        """The inverse of :meth:`to_dict` (JSON lists become tuples); unknown keys are refused."""
+        return from_dict(cls, data, "preprocess.")
+
+
+def resize(gray: np.ndarray, size: int) -> torch.Tensor:
+    """An (H, W) grey array resized directly to (size, size), bilinear, antialiased to shrink."""
+    plane = torch.from_numpy(np.asarray(gray, dtype=np.float32))[None, None]
+    shrinking = max(plane.shape[-2:]) > size
+    plane = F.interpolate(
+        plane, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
+    return plane[0, 0]
 
 
 def resolve_preprocess(

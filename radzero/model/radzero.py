@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from pathlib import Path
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import nn
 
+from radzero import storage
+from radzero.config import deep_merge
 from radzero.model.align import AlignLayers
 from radzero.model.backbone import FrozenBackbone
-from radzero.model.config import RadZeroConfig, get_model_config
+from radzero.model.config import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    RadZeroConfig,
+    read_pretrained_meta,
+    resolve_model_config,
+)
+from radzero.model.preprocess import PreprocessConfig
 from radzero.model.text import TextEncoder
 from radzero.model.vlcabs import vlcabs
 
-CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
 
 
 class RadZero(nn.Module):
@@ -29,13 +37,16 @@ class RadZero(nn.Module):
 
     Only the align layers, shared LayerNorm, text encoder (when trainable), text projection and
     temperature are trainable; the backbone is frozen and referenced, never copied.
+    ``preprocess`` (a callable: grey (H, W) array -> pixels) is resolved from the backbone when
+    the model is created from an architecture, and restored from the saved config by
+    :meth:`from_pretrained`.
     """
 
-    def __init__(self, config: RadZeroConfig) -> None:
+    def __init__(self, config: RadZeroConfig, preprocess: PreprocessConfig | None = None) -> None:
         super().__init__()
         self.config = config
-        self.backbone = FrozenBackbone(config.vision)
-        self.preprocess = self.backbone.preprocess
+        self.backbone = FrozenBackbone(config.vision, preprocess)
+        self.preprocess: PreprocessConfig = self.backbone.preprocess
         dim = self.backbone.hidden_size
         self.align = AlignLayers(config.align, dim, self.backbone.num_heads, self.backbone.grid())
         self.text = TextEncoder(config.text, dim)
@@ -79,33 +90,24 @@ class RadZero(nn.Module):
         """VL-CABS between encoded images and sentences: logits (B, N), scores (B, N, T)."""
         return vlcabs(text, tokens, self.tau, self.config.similarity, return_scores=return_scores)
 
-    def forward(
-        self,
-        sentences: Sequence[str],
-        pixels: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Training forward: logits (B, N) from pixels or from cached backbone ``features``."""
-        logits, _ = self.score(self._tokens(pixels, features), self.encode_text(sentences))
-        return logits
-
     @torch.no_grad()
     def classify(
         self,
-        pixels: torch.Tensor | None,
         findings: Sequence[str],
         templates: Sequence[str] | None = None,
         *,
+        images: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Zero-shot probabilities (B, F): sigmoid of the logit of "There is {finding}".
 
-        With several templates the logits of one finding are averaged before the sigmoid.
-        Cached backbone ``features`` may stand in for ``pixels``.
+        Give exactly one of ``images`` (preprocessed pixels (B, C, S, S)) or ``features``
+        (cached backbone tokens (B, 1 + L, D)). With several templates the logits of one
+        finding are averaged before the sigmoid.
         """
         templates = list(templates or self.config.templates)
         prompts = [t.format(f) for f in findings for t in templates]
-        tokens = self._tokens(pixels, features)
+        tokens = self._tokens("classify", images, features)
         logits, _ = self.score(tokens, self.encode_text(prompts))
         logits = logits.view(logits.shape[0], len(findings), len(templates)).mean(-1)
         return logits.sigmoid()
@@ -113,26 +115,32 @@ class RadZero(nn.Module):
     @torch.no_grad()
     def similarity_maps(
         self,
-        pixels: torch.Tensor | None,
         phrases: Sequence[str],
         *,
+        images: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
         size: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Pixel-level similarity maps (B, P, H, W) in [0, 1] for free-text phrases.
 
-        The patch scores (CLS dropped) on the patch grid, bilinearly upsampled to ``size``
-        (default: the model's input size; align_corners=False), then a sigmoid.
+        Give exactly one of ``images`` or ``features``, as for :meth:`classify`. The patch
+        scores (CLS dropped) on the patch grid, bilinearly upsampled to ``size`` (default: the
+        model's input size; align_corners=False), then a sigmoid.
         """
-        tokens = self._tokens(pixels, features)
+        tokens = self._tokens("similarity_maps", images, features)
         _, scores = self.score(tokens, self.encode_text(list(phrases)), return_scores=True)
         size = size or (self.preprocess.image_size,) * 2
         return patch_scores_to_maps(scores, self.config.align.include_cls, size)
 
-    def _tokens(self, pixels: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
-        if (pixels is None) == (features is None):
-            raise ValueError("pass exactly one of pixels or features")
-        return self.image_tokens(self.backbone_tokens(pixels) if features is None else features)
+    def _tokens(
+        self, caller: str, images: torch.Tensor | None, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        if (images is None) == (features is None):
+            raise TypeError(
+                f"{caller}() takes exactly one of images= (preprocessed pixels) or features= "
+                "(cached backbone tokens)"
+            )
+        return self.image_tokens(self.backbone_tokens(images) if features is None else features)
 
     # -- persistence ------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -141,36 +149,44 @@ class RadZero(nn.Module):
             name: p.detach().contiguous() for name, p in self.named_parameters() if p.requires_grad
         }
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config JSON + safetensors of the trainable weights to ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, "model": self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        save_file(self.trainable_state_dict(), str(directory / WEIGHTS_NAME))
-        return directory
+    def save_pretrained(self, uri: str | os.PathLike) -> str:
+        """Write the config (with the resolved preprocessing) as JSON and the trainable weights
+        as safetensors to a folder or ``s3://`` prefix; returns ``uri``.
+
+        The config is written last, so a folder that has one holds the weights too.
+        """
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": self.config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+        }
+        storage.write_bytes(storage.join(uri, WEIGHTS_NAME), save(self.trainable_state_dict()))
+        storage.write_text(storage.join(uri, CONFIG_NAME), json.dumps(meta, indent=2))
+        return str(uri)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> RadZero:
-        """Load a model written by ``save_pretrained`` (never unpickles)."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: not a RadZero checkpoint folder")
+    def from_pretrained(cls, uri: str | os.PathLike) -> RadZero:
+        """Load a model written by ``save_pretrained`` from a folder or ``s3://`` prefix.
+
+        The preprocessing is the saved one (a config without it, from before it was saved,
+        resolves it from the backbone). Never unpickles.
+        """
+        meta = read_pretrained_meta(uri)
+        weights_uri = storage.join(uri, WEIGHTS_NAME)
         try:
-            meta = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON: {err}") from err
-        if meta.get("format_version") != FORMAT_VERSION or "model" not in meta:
-            version = meta.get("format_version")
-            raise ValueError(f"{config_path}: unsupported checkpoint format {version!r}")
-        model = cls(RadZeroConfig.from_dict(meta["model"]))
+            data = storage.read_bytes(weights_uri)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{weights_uri} is missing: not a RadZero checkpoint folder"
+            ) from None
         try:
-            state = load_file(str(weights_path))
+            state = load(data)
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{weights_path} is corrupt or unreadable: {err}") from err
-        model.load_trainable_state_dict(state, source=str(weights_path))
+            raise ValueError(f"{weights_uri} is corrupt or unreadable: {err}") from err
+        saved = meta.get("preprocess")
+        preprocess = None if saved is None else PreprocessConfig.from_dict(saved)
+        model = cls(RadZeroConfig.from_dict(meta["model"]), preprocess)
+        model.load_trainable_state_dict(state, source=weights_uri)
         return model
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "") -> None:
@@ -202,12 +218,26 @@ def patch_scores_to_maps(scores: torch.Tensor, has_cls: bool, size: Sequence[int
     return up.sigmoid().view(batch, phrases, *size)
 
 
-def create_model(name_or_config: str | RadZeroConfig | dict) -> RadZero:
-    """Build a RadZero from a shipped config name, a config object or a config dict."""
-    if isinstance(name_or_config, str):
-        config = get_model_config(name_or_config)
-    elif isinstance(name_or_config, dict):
-        config = RadZeroConfig.from_dict(name_or_config)
-    else:
-        config = name_or_config
-    return RadZero(config)
+def create_model(
+    name_or_config: str | os.PathLike | RadZeroConfig | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> RadZero:
+    """A new (untrained) RadZero from an architecture: a registered name or ``save_pretrained``
+    folder (see :func:`resolve_model_config`), a config object or a config dict, with nested
+    ``overrides`` deep-merged in. Its preprocessing is resolved from the backbone."""
+    if isinstance(name_or_config, (str, os.PathLike)):
+        return RadZero(resolve_model_config(name_or_config, overrides))
+    if isinstance(name_or_config, RadZeroConfig):
+        name_or_config = name_or_config.to_dict()
+    return RadZero(RadZeroConfig.from_dict(deep_merge(name_or_config, overrides or {})))
+
+
+def copy_pretrained(source: str | os.PathLike, target: str | os.PathLike) -> str:
+    """Copy the model files of a ``save_pretrained`` folder (or a training checkpoint, which
+    holds them) to another folder or ``s3://`` prefix, without building the model."""
+    read_pretrained_meta(source)  # refuse a folder that is not a model
+    for name in (WEIGHTS_NAME, CONFIG_NAME):  # the config last, as save_pretrained writes
+        storage.write_bytes(
+            storage.join(target, name), storage.read_bytes(storage.join(source, name))
+        )
+    return str(target)

@@ -51,7 +51,6 @@ class TextEncoder(nn.Module):
         self._preprocess = model.preprocess
         self.encoder = nn.Sequential(*(m for m in model if not isinstance(m, Normalize)))
         width = model.get_embedding_dimension()
-        self.width = width
         self.proj = nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
         self._cache: dict[str, torch.Tensor] = {}
         if not config.trainable:

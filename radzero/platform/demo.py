@@ -21,6 +21,7 @@ from typing import Any
 from radzero import storage
 from radzero.config import deep_merge, from_dict, path_field, to_dict
 from radzero.data import phantom
+from radzero.model import resolve_model_config
 from radzero.model.training import TrainConfig
 from radzero.platform.evaluate import EvaluateJobConfig, evaluate
 from radzero.platform.features import FeaturesJobConfig, compute_features
@@ -76,14 +77,15 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    overrides = deep_merge(config.model_overrides, {"vision": {"image_size": config.size}})
+    resolve_model_config(config.model, overrides)  # a bad name or override fails before any work
     phantoms = prepare_phantoms(out, config)
     connect()
     data = str(out / "data")
     prepared = preprocess(str(phantoms), data, PreprocessJobConfig(resolutions=[config.size]))
     log.info("preprocess: %d images (%s)", prepared["rows_out"], prepared["splits"])
-    vision = config.model_overrides.get("vision", {})
     cache = compute_features(
-        data, data, FeaturesJobConfig(model=config.model, vision=vision, resolution=config.size)
+        data, data, FeaturesJobConfig(model=config.model, vision=overrides["vision"])
     )
     log.info("features: %d images as %s", cache["images"], cache["key"])
     shutil.rmtree(out / "train", ignore_errors=True)  # a fresh run, not a resumed one
@@ -92,9 +94,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
             name="demo",
             data=data,
             model=config.model,
-            model_overrides=deep_merge(
-                config.model_overrides, {"vision": {"image_size": config.size}}
-            ),
+            model_overrides=overrides,
             train=config.optim,
             classes=list(phantom.FINDINGS),
             scaling=ScalingSection(num_workers=config.workers, cpus_per_worker=0.5),

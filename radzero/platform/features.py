@@ -22,11 +22,11 @@ import ray
 import torch
 
 from radzero import storage
-from radzero.config import deep_merge, from_dict, path_field, to_dict
+from radzero.config import from_dict, path_field, to_dict
 from radzero.data.hashing import fingerprint
 from radzero.data.images import read_image, to_pixels
-from radzero.model import get_model_config
-from radzero.model.backbone import FrozenBackbone
+from radzero.model import check_model_reference, resolve_model_config
+from radzero.model.backbone import FrozenBackbone, backbone_geometry
 from radzero.model.config import VisionConfig
 from radzero.platform import outputs
 from radzero.platform.preprocess import read_prepared
@@ -59,13 +59,11 @@ class FeaturesJobConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.actors < 1 or self.num_cpus <= 0:
             raise ValueError("config batch_size and actors must be >= 1 and num_cpus > 0")
+        check_model_reference(self.model)
 
     def vision_config(self) -> VisionConfig:
-        base = to_dict(get_model_config(self.model).vision)
-        vision = from_dict(VisionConfig, deep_merge(base, self.vision), "vision.")
-        if self.resolution is not None:
-            vision.image_size = int(self.resolution)
-        return vision
+        size = {} if self.resolution is None else {"image_size": self.resolution}
+        return resolve_model_config(self.model, {"vision": self.vision | size}).vision
 
 
 def backbone_name(vision: VisionConfig) -> str:
@@ -116,8 +114,7 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
     started = time.perf_counter()
     prepared_summary = outputs.read_summary(prepared, "preprocess")
     vision = config.vision_config()
-    backbone = FrozenBackbone(vision)
-    resolution = backbone.preprocess.image_size
+    resolution, grid, width = backbone_geometry(vision)
     if resolution not in prepared_summary["resolutions"]:
         raise ValueError(
             f"the backbone needs {resolution} px images but {prepared} holds only "
@@ -151,7 +148,7 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
     staged_fs, staged_path = storage.resolve(storage.join(staging, "tokens"))
     encoded.write_parquet(staged_path, filesystem=staged_fs)
 
-    tokens = 1 + backbone.grid() ** 2
+    tokens = 1 + grid**2
     elapsed = time.perf_counter() - started
     summary = {
         "key": key,
@@ -159,9 +156,9 @@ def compute_features(prepared: str, out: str, config: FeaturesJobConfig | None =
         "vision": to_dict(vision),
         "resolution": resolution,
         "images": prepared_summary["rows_out"],
-        "token_shape": [tokens, backbone.hidden_size],
+        "token_shape": [tokens, width],
         "dtype": np.dtype(TOKEN_DTYPE).name,
-        "bytes_per_image": tokens * backbone.hidden_size * np.dtype(TOKEN_DTYPE).itemsize,
+        "bytes_per_image": tokens * width * np.dtype(TOKEN_DTYPE).itemsize,
         "prepared": prepared,
         "prepared_fingerprint": prepared_summary["fingerprint"],
         "elapsed_s": round(elapsed, 2),

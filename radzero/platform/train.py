@@ -38,10 +38,16 @@ from ray.data.expressions import col
 from ray.train.torch import TorchTrainer
 
 from radzero import storage
-from radzero.config import deep_merge, from_dict, path_field, to_dict
+from radzero.config import from_dict, path_field, to_dict
 from radzero.data.images import read_image, to_pixels
 from radzero.eval.metrics import auc_per_class
-from radzero.model import RadZero, RadZeroConfig, get_model_config
+from radzero.model import (
+    RadZero,
+    RadZeroConfig,
+    check_model_reference,
+    copy_pretrained,
+    resolve_model_config,
+)
 from radzero.model.checkpoint import load_training_state, save_training_state
 from radzero.model.distributed import broadcast_parameters, gather_objects
 from radzero.model.training import (
@@ -131,10 +137,10 @@ class TrainJobConfig:
             raise ValueError(f"config patience must be >= 1 or null, got {self.patience}")
         if self.max_failures < -1:
             raise ValueError("config max_failures must be >= 0 (or -1: retry forever)")
+        check_model_reference(self.model)
 
     def model_config(self) -> RadZeroConfig:
-        base = get_model_config(self.model).to_dict()
-        return RadZeroConfig.from_dict(deep_merge(base, self.model_overrides))
+        return resolve_model_config(self.model, self.model_overrides)
 
 
 def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
@@ -207,8 +213,7 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
     best_checkpoint, best = _best(result, config.checkpoint)
     exported = storage.join(config.storage_path, config.name, "model")
     with best_checkpoint.as_directory() as folder:
-        for name in ("config.json", "model.safetensors"):
-            storage.write_bytes(storage.join(exported, name), (Path(folder) / name).read_bytes())
+        copy_pretrained(folder, exported)
     history = json.loads(storage.read_text(_history_uri(config)))
     summary = {
         "name": config.name,
@@ -352,7 +357,7 @@ def validate(
         if len(rows["sentences"]) > 1:
             loss = batch_loss(model, batch, job.train, global_batch=False)
             losses.append(float(loss))
-        probabilities = model.classify(batch.pixels, classes, features=batch.features)
+        probabilities = model.classify(classes, images=batch.pixels, features=batch.features)
         scores.append(probabilities.float().cpu().numpy())
         labels.append(np.stack([np.asarray(rows[c], dtype=np.float64) for c in classes], axis=1))
     gathered = gather_objects((losses, scores, labels))
