@@ -21,7 +21,7 @@ from typing import Any
 from radzero import storage
 from radzero.config import deep_merge, from_dict, path_field, to_dict
 from radzero.data import phantom
-from radzero.model import resolve_model_config
+from radzero.model import copy_pretrained, resolve_model_config
 from radzero.model.training import TrainConfig
 from radzero.platform.evaluate import EvaluateJobConfig, evaluate
 from radzero.platform.features import FeaturesJobConfig, compute_features
@@ -103,11 +103,10 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     )
     best = trained["best"]
     log.info("keeping epoch %d (best validation AUC %.3f)", best["epoch"], best["val_auc"])
-    shutil.rmtree(out / "model", ignore_errors=True)
-    shutil.copytree(trained["model"], out / "model")
+    model = copy_pretrained(trained["model"], out / "model")
     metrics = evaluate(
         EvaluateJobConfig(
-            model=str(out / "model"),
+            model=model,
             benchmark="phantom",
             root=str(phantoms),
             out=str(out),
