@@ -63,7 +63,7 @@ def test_load_config_layers_defaults_file_and_overrides(tmp_path) -> None:
     path.write_text("name: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_config(Outer, path)
-    with pytest.raises(ValueError, match="config file .*missing.yaml does not exist"):
+    with pytest.raises(ValueError, match=r"config file .*missing\.yaml does not exist"):
         load_config(Outer, tmp_path / "missing.yaml")
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping at the top level"):

@@ -14,7 +14,6 @@ processor's stages run as Ray Data operators, so a retry cannot be issued from i
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -290,7 +289,7 @@ class _ResilientSession:
         try:
             async with self._session.post(url, **kwargs) as response:
                 status, raw = response.status, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientError) as err:
             return _Reply({"error": {"message": f"{type(err).__name__}: {err}"}})
         if status >= 400:
             text = raw[:300].decode("utf-8", errors="replace")
