@@ -13,7 +13,7 @@ F64 = torch.float64
 
 
 def brute_vlcabs(text, tokens, tau, similarity):
-    """Loops over images, sentences and tokens (REFERENCE.md section 1)."""
+    """Loops over images, sentences and tokens (docs/method.md)."""
     batch, length, dim = tokens.shape
     logits = torch.zeros(batch, text.shape[0], dtype=F64)
     scores = torch.zeros(batch, text.shape[0], length, dtype=F64)

@@ -1,4 +1,4 @@
-"""Zero-shot metrics: ROC-AUC, pointing game, Dice, pixel AUC (REFERENCE.md section 1).
+"""Zero-shot metrics: ROC-AUC, pointing game, Dice, pixel AUC (docs/method.md).
 
 Metrics that cannot be computed on the data given (a class without positives, a group without
 classes, images whose pixels are all one class) are reported as skipped or ``None``, never

@@ -1,4 +1,4 @@
-"""MP-NCE: the multi-positive contrastive loss of RadZero (REFERENCE.md section 1)."""
+"""MP-NCE: the multi-positive contrastive loss of RadZero (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VL-CABS: vision-language cross-attention based on similarity (REFERENCE.md section 1)."""
+"""VL-CABS: vision-language cross-attention based on similarity (docs/method.md)."""
 
 from __future__ import annotations
 
