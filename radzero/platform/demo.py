@@ -106,7 +106,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
         data=str(out / "data"),
         model=config.model,
         model_overrides=deep_merge(config.model_overrides, {"vision": {"image_size": config.size}}),
-        train=config.train,
+        optim=config.train,
         classes=list(phantom.FINDINGS),
         scaling=ScalingSection(num_workers=config.workers, cpus_per_worker=0.5),
         storage_path=str(out / "train"),
