@@ -117,7 +117,7 @@ def _job(
             "source": source,
             "model": "radzero-tiny-local",
             "model_overrides": {"vision": {"hf_config": backbone}} if backbone else {},
-            "train": {"epochs": epochs, "batch_size": args.batch_size, "seed": 0},
+            "optim": {"epochs": epochs, "batch_size": args.batch_size, "seed": 0},
             "scaling": {"num_workers": 1, "cpus_per_worker": args.cpus_per_worker},
             "storage_path": str(storage_path),
         },
@@ -183,7 +183,7 @@ def _run_plain(
         train_step,
     )
 
-    config = job.train
+    config = job.optim
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -20,6 +20,7 @@ from ray.data.expressions import col
 from radzero import storage
 from radzero.config import deep_merge, from_dict
 from radzero.data import phantom
+from radzero.eval import scoring
 from radzero.eval.metrics import auc_per_class
 from radzero.model import RadZero
 from radzero.model.checkpoint import read_training_state
@@ -30,7 +31,7 @@ from radzero.platform.features import (
     read_features,
 )
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
-from radzero.platform.train import TrainJobConfig, train
+from radzero.platform.train import REPORT_METRICS, TrainJobConfig, train
 from tests.conftest import TINY_VISION
 
 METRICS = {"loss", "lr", "temperature", "images_per_s", "steps_per_s", "val_loss", "val_auc"}
@@ -39,11 +40,22 @@ STEPS_PER_EPOCH = 6  # 45 training phantoms: 22 per worker (equal split), batche
 
 @pytest.fixture(scope="module")
 def data(ray_local, tmp_path_factory) -> str:
-    """64 phantoms at 64 px, preprocessed and their tiny-backbone tokens cached."""
+    """64 phantoms at 64 px, preprocessed and their tiny-backbone tokens cached.
+
+    Some validation labels are unknown (NaN in a Parquet manifest): one of every row's classes
+    in turn, and every negative of "mass", which leaves it only known positives.
+    """
     root = tmp_path_factory.mktemp("train")
-    phantom.write_dataset(root / "raw", 64, size=64, seed=0)
+    frame = pd.read_csv(phantom.write_dataset(root / "raw", 64, size=64, seed=0))
+    findings = list(phantom.FINDINGS)
+    frame[findings] = frame[findings].astype(float)
+    val = frame.index[frame["split"] == "val"]
+    for turn, index in enumerate(val):
+        frame.loc[index, findings[turn % len(findings)]] = np.nan
+    frame.loc[val[frame.loc[val, "mass"] == 0], "mass"] = np.nan
+    frame.to_parquet(root / "raw" / "manifest.parquet")
     config = PreprocessJobConfig(resolutions=[64])
-    summary = preprocess(str(root / "raw"), str(root / "data"), config)
+    summary = preprocess(str(root / "raw" / "manifest.parquet"), str(root / "data"), config)
     assert summary["splits"]["train"] == 45
     features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=16)
     compute_features(str(root / "data"), str(root / "data"), features)
@@ -59,7 +71,7 @@ def _config(data: str, storage_path: Path | str, **overrides) -> TrainJobConfig:
             "align": {"layers": 1, "heads": 2},
             "text": {"trainable": False},
         },
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2},
+        "optim": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2},
         "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
         "storage_path": str(storage_path),
     }
@@ -73,56 +85,98 @@ def _split_rows(config: TrainJobConfig, split: str) -> pd.DataFrame:
     return read_features(target).filter(expr=col("split") == split).to_pandas()
 
 
-def test_two_workers_train_keep_the_best_and_export_it(data, tmp_path) -> None:
-    config = _config(data, tmp_path, checkpoint={"keep": 1}, tensorboard=str(tmp_path / "tb"))
-    summary = train(config)
+@pytest.fixture(scope="module")
+def two_workers(data, tmp_path_factory) -> tuple[TrainJobConfig, dict, Path]:
+    """One run on two workers, keeping 1 checkpoint, with TensorBoard: config, summary, folder."""
+    folder = tmp_path_factory.mktemp("two-workers")
+    config = _config(data, folder, checkpoint={"keep": 1}, tensorboard=str(folder / "tb"))
+    return config, train(config), folder
 
+
+def test_two_workers_train_keep_the_best_and_export_it(two_workers) -> None:
+    _, summary, folder = two_workers
     assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
     history = summary["history"]
     assert [row["epoch"] for row in history] == [1, 2]
-    assert all(set(row) >= METRICS for row in history)
+    assert all(set(row) == {"epoch", "step", *METRICS} for row in history)
     assert all(0.0 <= row["val_auc"] <= 1.0 and row["images_per_s"] > 0 for row in history)
     best_epoch = max(history, key=lambda row: row["val_auc"])["epoch"]
     assert summary["best"]["epoch"] == best_epoch
 
-    run = tmp_path / "tiny"
+    run = folder / "tiny"
     kept = {read_training_state(p)["epoch"]: p for p in run.glob("checkpoint_*") if p.is_dir()}
     assert set(kept) == {best_epoch, 2}  # checkpoint.keep = 1, and Ray keeps the latest too
     model = RadZero.from_pretrained(summary["model"])
     saved = RadZero.from_pretrained(kept[best_epoch])
     for name, value in model.trainable_state_dict().items():
         torch.testing.assert_close(value, saved.trainable_state_dict()[name], rtol=0, atol=0)
-    # The workers scored shares of the validation split; together, every row exactly once.
-    val = _split_rows(config, "val")
-    tokens = torch.as_tensor(np.stack(val["tokens"].tolist()), dtype=torch.float32)
-    scores = model.classify(summary["classes"], features=tokens).numpy()
-    labels = (val[summary["classes"]].to_numpy() == 1).astype(int)
-    expected = auc_per_class(labels, scores, summary["classes"])["macro"]
-    assert summary["best"]["val_auc"] == pytest.approx(expected, abs=1e-6)
     assert storage.exists(str(run / "summary.json"))
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((folder / "tb").glob("events.out.tfevents.*"))
+
+
+def test_the_validation_auc_is_the_evaluation_auc_of_the_exported_model(two_workers) -> None:
+    """The workers scored shares of the validation split; together, every row exactly once,
+    with unknown (NaN) labels left out of their class as the evaluation job does."""
+    config, summary, _ = two_workers
+    classes = summary["classes"]
+    assert classes == list(phantom.FINDINGS)
+    val = _split_rows(config, "val").reset_index(drop=True)
+    assert val[classes].isna().any().all()
+    model = RadZero.from_pretrained(summary["model"])
+    tokens = torch.as_tensor(np.stack(val["tokens"].tolist()), dtype=torch.float32)
+    records = scoring.score_batch(
+        model,
+        None,
+        [scoring.Truth() for _ in range(len(val))],
+        classes,
+        model.config.templates,
+        features=tokens,
+    )
+    result = scoring.summarise(pd.concat([val[classes], pd.DataFrame(records)], axis=1), classes)
+    assert result["auc"]["skipped"] == ["mass"]  # only known positives are left
+    assert summary["best"]["val_auc"] == pytest.approx(result["auc"]["macro"], abs=1e-6)
+    # Counting unknown labels as negatives (the old validation) gives another number.
+    scores = np.stack([record["probabilities"] for record in records])
+    as_negatives = (val[classes].fillna(0).to_numpy() == 1).astype(int)
+    old = auc_per_class(as_negatives, scores, classes)["macro"]
+    assert old != pytest.approx(result["auc"]["macro"], abs=1e-6)
 
 
 def test_a_worker_failure_resumes_from_the_last_checkpoint(data, tmp_path) -> None:
-    """A worker raises once in epoch 2; the group restarts from epoch 1's checkpoint."""
+    """A worker raises once in epoch 3; the group restarts from epoch 2's checkpoint.
+
+    Early stopping on the smallest ``step`` never sees a better epoch after the first, so
+    patience 2 stops after epoch 3, if the checkpoint carried its count through the restart
+    (started afresh, it would run all 5 epochs).
+    """
     marker, steps = tmp_path / "failed-once", tmp_path / "steps.txt"
+    failing_step = 2 * STEPS_PER_EPOCH + 4
 
     def fail_once(step: int, rank: int) -> None:
         if rank == 0:
             with open(steps, "a") as out:
                 out.write(f"{step}\n")
-        if step == 10 and rank == 1 and not marker.exists():
+        if step == failing_step and rank == 1 and not marker.exists():
             marker.touch()
             raise RuntimeError("injected worker failure")
 
-    summary = train(_config(data, tmp_path, max_failures=1), on_step=fail_once)
+    config = _config(
+        data,
+        tmp_path,
+        max_failures=1,
+        patience=2,
+        optim={"epochs": 5},
+        checkpoint={"metric": "step", "mode": "min"},
+    )
+    summary = train(config, on_step=fail_once)
 
     assert marker.exists()
-    assert summary["steps"] == 2 * STEPS_PER_EPOCH
+    assert summary["epochs"] == 3 and summary["steps"] == 3 * STEPS_PER_EPOCH
     seen = [int(line) for line in steps.read_text().split()]
-    resumed_at = seen.index(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH + 1)  # the second time
+    first = 2 * STEPS_PER_EPOCH + 1
+    resumed_at = seen.index(first, first)  # the second time
     assert seen[:resumed_at] == list(range(1, resumed_at + 1))  # to the failure, no further
-    assert seen[resumed_at:] == list(range(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH + 1))
+    assert seen[resumed_at:] == list(range(first, 3 * STEPS_PER_EPOCH + 1))
 
 
 _DRIVER = """
@@ -139,7 +193,7 @@ def test_running_the_same_name_again_after_the_driver_died_resumes(data, tmp_pat
 
     from radzero.config import to_dict
 
-    config = _config(data, tmp_path, name="resume", train={"epochs": 4})
+    config = _config(data, tmp_path, name="resume", optim={"epochs": 4})
     run = tmp_path / "resume"
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     driver = subprocess.Popen(
@@ -184,7 +238,7 @@ def test_early_stopping_and_training_from_images(data, tmp_path) -> None:
         tmp_path,
         source="images",
         patience=1,
-        train={"epochs": 4, "lr": 0.0},
+        optim={"epochs": 4, "lr": 0.0},
         scaling={"num_workers": 1, "cpus_per_worker": 1.0},
         checkpoint={"metric": "val_loss", "mode": "min"},
     )
@@ -195,7 +249,7 @@ def test_early_stopping_and_training_from_images(data, tmp_path) -> None:
 
 def test_config_errors_are_clear(data, tmp_path) -> None:
     with pytest.raises(ValueError, match="must divide evenly"):
-        _config(data, tmp_path, train={"batch_size": 9})
+        _config(data, tmp_path, optim={"batch_size": 9})
     with pytest.raises(ValueError, match="unknown config key"):
         _config(data, tmp_path, epochs=3)
     with pytest.raises(ValueError, match=r"classes \['effusion'\] are not label columns"):
@@ -205,10 +259,18 @@ def test_config_errors_are_clear(data, tmp_path) -> None:
         train(_config(data, tmp_path, model_overrides=other))
 
 
+def test_an_unknown_checkpoint_metric_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match=r"checkpoint\.metric 'val_acc'.*allowed: .*val_auc"):
+        from_dict(TrainJobConfig, {"checkpoint": {"metric": "val_acc"}})
+    for metric in REPORT_METRICS:
+        assert from_dict(TrainJobConfig, {"checkpoint": {"metric": metric}}).checkpoint.metric
+    assert {"val_auc", "val_loss", "loss"} <= set(REPORT_METRICS)
+
+
 def test_checkpoints_and_the_export_go_to_s3(data, s3_bucket, tmp_path) -> None:
     """storage_path on the local S3 endpoint: checkpoints, history and the exported model."""
     root = f"s3://{s3_bucket}/runs"
-    config = _config(data, root, train={"epochs": 1})
+    config = _config(data, root, optim={"epochs": 1})
     config.scaling.num_workers = 1
     summary = train(config)
 

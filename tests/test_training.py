@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
+from radzero.eval.metrics import auc_per_class
 from radzero.model import create_model
 from radzero.model.training import (
     Batch,
+    EarlyStopping,
     TrainConfig,
     build_optimizer,
     cosine_schedule,
     select_sentences,
     train_step,
+    validation_metrics,
 )
 
 
@@ -90,10 +96,10 @@ def test_train_steps_fit_a_small_batch(tiny_config):
 def test_demo_config_rejects_unknown_keys_and_keeps_defaults():
     from radzero.platform.demo import DemoConfig, demo_config
 
-    config = demo_config({"train": {"epochs": 2}})
-    assert config.train.epochs == 2 and config.train.lr == DemoConfig().train.lr
-    with pytest.raises(ValueError, match=r"unknown config key.*train\.epoch\b"):
-        demo_config({"train": {"epoch": 2}})
+    config = demo_config({"optim": {"epochs": 2}})
+    assert config.optim.epochs == 2 and config.optim.lr == DemoConfig().optim.lr == 1e-3
+    with pytest.raises(ValueError, match=r"unknown config key.*optim\.epoch\b"):
+        demo_config({"optim": {"epoch": 2}})
 
 
 def test_bf16_autocast_step_is_finite(tiny_config):
@@ -118,3 +124,69 @@ def test_fit_refuses_a_set_too_small_for_negatives(tiny_config):
     features = model.backbone_tokens(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="at least 2 images"):
         fit(model, features, [["There is effusion."]], TrainConfig(epochs=1))
+
+
+def test_early_stopping_counts_epochs_without_a_better_score():
+    lower = EarlyStopping("val_loss", "min", patience=2)
+    assert [lower.update(x) for x in (1.0, 0.5, 0.7, 0.5, 0.4, 0.9, 0.8)] == [
+        False,  # the first score is the best so far
+        False,
+        False,  # stale 1
+        True,  # stale 2: equal is not better
+        False,  # better again
+        False,
+        True,
+    ]
+    assert lower.best == 0.4 and lower.stale == 2
+    higher = EarlyStopping("val_auc", "max", patience=1)
+    assert [higher.update(x) for x in (0.6, 0.7, 0.65)] == [False, False, True]
+    never = EarlyStopping("val_auc", "max", patience=None)
+    assert not any(never.update(0.5) for _ in range(10)) and never.stale == 9
+
+
+def test_early_stopping_never_takes_nan_as_its_best():
+    stopping = EarlyStopping("val_auc", "max", patience=2)
+    assert stopping.update(math.nan) is False and stopping.best is None
+    assert stopping.update(0.6) is False and (stopping.best, stopping.stale) == (0.6, 0)
+    assert stopping.update(math.nan) is False and stopping.update(math.nan) is True
+
+
+def test_early_stopping_resumes_from_its_saved_state_as_json():
+    stopping = EarlyStopping("val_loss", "min", patience=3)
+    for score in (1.0, 0.8, 0.9, 0.95):
+        stopping.update(score)
+    saved = json.loads(json.dumps(stopping.state()))
+    assert EarlyStopping.from_state(saved) == stopping
+
+    resumed = EarlyStopping("val_loss", "min", patience=3)
+    resumed.resume(saved)
+    assert (resumed.best, resumed.stale) == (0.8, 2)
+    assert resumed.update(0.85) is True  # the third epoch without a better loss
+    longer = EarlyStopping("val_loss", "min", patience=5)
+    longer.resume(saved)
+    assert longer.update(0.85) is False and longer.patience == 5
+    with pytest.raises(ValueError, match=r"watched 'val_loss' \(min\).*'val_auc' \(max\)"):
+        EarlyStopping("val_auc", "max", patience=3).resume(saved)
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        EarlyStopping("val_auc", "max", patience=0)
+
+
+def test_validation_metrics_leave_unknown_labels_out_of_their_class():
+    classes = ["effusion", "mass", "nodule"]
+    scores = np.array([[0.9, 0.2, 0.1], [0.8, 0.7, 0.6], [0.3, 0.6, 0.4], [0.1, 0.1, 0.9]])
+    labels = np.array(
+        [[1, 0, np.nan], [np.nan, 1, 1], [-1, 0, 0], [0, np.nan, 0]], dtype=np.float64
+    )
+    metrics = validation_metrics([0.5, 1.5], scores, labels, classes)
+
+    assert metrics["val_loss"] == pytest.approx(1.0)
+    # effusion: rows 0 and 3 (1 beats 0); mass: rows 0-2 (1 beats both); nodule: rows 1-3, the
+    # positive beats row 2 only. Counting NaN and -1 as negatives would give other numbers.
+    assert metrics["val_auc"] == pytest.approx((1.0 + 1.0 + 0.5) / 3)
+    unknown = np.where(labels == -1, np.nan, labels)
+    assert metrics["val_auc"] == auc_per_class(unknown, scores, classes)["macro"]
+    as_negatives = (np.nan_to_num(labels) == 1).astype(int)
+    assert auc_per_class(as_negatives, scores, classes)["macro"] != metrics["val_auc"]
+    assert math.isnan(validation_metrics([], scores, labels, classes)["val_loss"])
+    with pytest.raises(ValueError, match="must be 0, 1 or NaN"):
+        validation_metrics([1.0], scores, np.full((4, 3), 2.0), classes)

@@ -1,4 +1,5 @@
-"""The plain-PyTorch training step (Ray Train's worker loop reuses it) and its optimiser."""
+"""The plain-PyTorch training step (Ray Train's worker loop reuses it), its optimiser, and the
+validation metrics and early stopping of the Ray loop (plain logic, no Ray)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from radzero.eval.metrics import auc_per_class
 from radzero.model.distributed import average_gradients, gather_batch
 from radzero.model.loss import mp_nce_loss
 from radzero.model.radzero import RadZero
@@ -213,3 +217,77 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
     return history
+
+
+def validation_metrics(
+    losses: Sequence[float], scores: np.ndarray, labels: np.ndarray, classes: Sequence[str]
+) -> dict[str, float]:
+    """``val_loss``: the mean of the per-batch ``losses`` (NaN without any); ``val_auc``: the
+    zero-shot macro AUC of the (N, C) ``scores`` over ``classes``.
+
+    Labels are 1 positive, 0 negative, NaN unknown; -1 (uncertain, as in MIMIC-CXR's CheXpert
+    labels) is unknown too. An unknown label leaves its row out of that class only, as in the
+    evaluation job (:func:`radzero.eval.metrics.auc_per_class`).
+    """
+    known = np.asarray(labels, dtype=np.float64).copy()
+    known[known == -1] = np.nan
+    auc = auc_per_class(known, np.asarray(scores), classes)
+    return {
+        "val_loss": float(np.mean(losses)) if len(losses) else float("nan"),
+        "val_auc": auc["macro"],
+    }
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs in a row without a better ``metric`` (never with
+    ``patience=None``); ``mode`` says whether higher or lower is better.
+
+    ``best`` and ``stale`` (epochs since the best) are its progress; :meth:`state` and
+    :meth:`from_state` carry it through a checkpoint as JSON.
+    """
+
+    metric: str
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = None
+    best: float | None = None
+    stale: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"early stopping mode must be 'max' or 'min', got {self.mode!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"early stopping patience must be >= 1 or None, got {self.patience}")
+
+    def update(self, score: float) -> bool:
+        """Record one epoch's score; True when training should stop now. NaN never improves."""
+        improved = not math.isnan(score) and (
+            self.best is None or (score > self.best if self.mode == "max" else score < self.best)
+        )
+        if improved:
+            self.best, self.stale = float(score), 0
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        """Settings and progress as a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EarlyStopping:
+        """The early stopping that :meth:`state` saved."""
+        return cls(**state)
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Carry on from a saved :meth:`state`: its best and stale count, these settings (so a
+        resumed run may change ``patience``). ValueError when the saved one watched another
+        metric or mode: its best would mean something else."""
+        saved = EarlyStopping.from_state(state)
+        if (saved.metric, saved.mode) != (self.metric, self.mode):
+            raise ValueError(
+                f"the checkpoint's early stopping watched {saved.metric!r} ({saved.mode}), "
+                f"the config's watches {self.metric!r} ({self.mode}): keep checkpoint.metric "
+                "and checkpoint.mode when resuming, or train under a new name"
+            )
+        self.best, self.stale = saved.best, saved.stale

@@ -95,7 +95,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
             data=data,
             model=config.model,
             model_overrides=overrides,
-            train=config.optim,
+            optim=config.optim,
             classes=list(phantom.FINDINGS),
             scaling=ScalingSection(num_workers=config.workers, cpus_per_worker=0.5),
             storage_path=str(out / "train"),
