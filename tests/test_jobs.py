@@ -170,7 +170,7 @@ def _main(script: str):
     [
         ("jobs/preprocess.py", "split.sed=3", "split.sed: did you mean 'seed'"),
         ("jobs/features.py", "batchsize=8", "batchsize: did you mean 'batch_size'"),
-        ("jobs/train.py", "train.lrr=0.1", "train.lrr: did you mean 'lr'"),
+        ("jobs/train.py", "optim.lrr=0.1", "optim.lrr: did you mean 'lr'"),
         ("jobs/evaluate.py", "benchmarks=siim", "benchmarks: did you mean 'benchmark'"),
     ],
 )
@@ -185,9 +185,9 @@ def test_a_bad_set_key_is_a_usage_error_naming_it(script, override, named, capsy
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "train.lr"], "'train.lr' is not of the form key=value"),
+        (["--set", "optim.lr"], "'optim.lr' is not of the form key=value"),
         (["--set", "source=pixels"], "source must be one of ('features', 'images')"),
-        (["--set", "scaling.num_workers=2", "train.batch_size=3"], "must divide evenly"),
+        (["--set", "scaling.num_workers=2", "optim.batch_size=3"], "must divide evenly"),
         (["--set", "patience=0"], "patience must be >= 1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
