@@ -88,3 +88,15 @@ def test_mimic_layout_on_s3(tmp_path, s3_bucket) -> None:
 def test_a_folder_of_unknown_layout_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match="neither a manifest file"):
         load_manifest(tmp_path)
+
+
+def test_a_csv_label_column_with_blanks_reads_as_numbers_with_nan(tmp_path) -> None:
+    from radzero.data.manifest import read_manifest
+
+    (tmp_path / "m.csv").write_text(
+        "image,report,patient_id,Edema,view\na.png,x,0012,1,\nb.png,,0013,,PA\nc.png,y,,0,AP\n"
+    )
+    frame = read_manifest(tmp_path / "m.csv")
+    assert frame["Edema"].tolist()[0::2] == [1.0, 0.0] and np.isnan(frame["Edema"][1])
+    assert frame["patient_id"].tolist() == ["0012", "0013", ""]  # ids stay text
+    assert frame["report"].tolist() == ["x", "", "y"] and frame["view"].tolist() == ["", "PA", "AP"]

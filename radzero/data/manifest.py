@@ -14,11 +14,14 @@ import posixpath
 from pathlib import Path
 
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from radzero import storage
 from radzero.data import mimic
 
 JSON_COLUMNS = ("sentences", "boxes", "masks")
+ID_COLUMNS = ("study_id", "patient_id", "view")
+TEXT_COLUMNS = ("image", "report", "split", *ID_COLUMNS)
 FORMATS = (".csv", ".jsonl", ".parquet")
 
 
@@ -48,12 +51,25 @@ def read_manifest(uri: str | Path) -> pd.DataFrame:
 def _parse(data: bytes, suffix: str, uri: str) -> pd.DataFrame:
     try:
         if suffix == ".csv":
-            return pd.read_csv(io.BytesIO(data), keep_default_na=False)
+            return _blank_labels_as_nan(pd.read_csv(io.BytesIO(data), keep_default_na=False))
         if suffix == ".jsonl":
             return pd.read_json(io.BytesIO(data), lines=True, dtype=False)
         return pd.read_parquet(io.BytesIO(data))
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise ValueError(f"manifest {uri} cannot be parsed as {suffix[1:]}: {err}") from err
+
+
+def _blank_labels_as_nan(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV column of numbers and blanks (a label with unknown cells) as floats with NaN;
+    text and id columns keep their empty strings."""
+    for column in frame.columns:
+        if is_numeric_dtype(frame[column]) or column in (*JSON_COLUMNS, *TEXT_COLUMNS):
+            continue
+        text = frame[column].astype(str).str.strip()
+        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+        if (text != "").any() and numbers.notna().sum() == (text != "").sum():
+            frame[column] = numbers.astype(float)
+    return frame
 
 
 def _parse_json(value: object, column: str, uri: str) -> object:

@@ -27,10 +27,10 @@ from PIL import Image
 from radzero import storage
 from radzero.data.hashing import content_hash, unit_interval
 from radzero.data.images import read_image, resize, reuse_freed_memory
+from radzero.data.manifest import ID_COLUMNS
 from radzero.data.sentences import extract_findings
 from radzero.data.splits import SPLITS, normalise_split
 
-ID_COLUMNS = ("study_id", "patient_id", "view")
 BOX_CORNERS = ("x1", "y1", "x2", "y2")
 # A box in inclusive pixel coordinates of the source image; location "" when not given.
 BOX = pa.struct(
