@@ -171,56 +171,32 @@ def _load_train_split(job: Any) -> tuple[np.ndarray, list[list[str]]]:
 def _run_plain(
     job: Any, tokens: np.ndarray, sentences: list[list[str]], threads: int
 ) -> list[dict[str, float]]:
-    """The same steps as the Ray worker loop, in this process; per-epoch steps/s and images/s."""
+    """The plain loop (``radzero.model.training.fit``, the same ``train_step`` as the Ray
+    workers) in this process; per-epoch steps/s and images/s."""
     import torch
 
     from radzero.model import RadZero
-    from radzero.model.training import (
-        Batch,
-        build_optimizer,
-        cosine_schedule,
-        select_sentences,
-        train_step,
-    )
+    from radzero.model.training import fit
 
-    config = job.optim
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    stamps: dict[int, list[float]] = {}
     try:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(job.optim.seed)
         model = RadZero(job.model_config())
-        rows = tokens.shape[0]
-        steps_per_epoch = -(-rows // config.batch_size)
-        optimizer = build_optimizer(model, config)
-        scheduler = cosine_schedule(optimizer, config.warmup_steps, config.epochs * steps_per_epoch)
-        rng = random.Random(config.seed)
-        history = []
-        for epoch in range(config.epochs):
-            order = np.random.default_rng([config.seed, epoch]).permutation(rows)
-            started, images, losses, stamps = time.perf_counter(), 0, [], []
-            for start in range(0, rows, config.batch_size):
-                index = order[start : start + config.batch_size]
-                texts, owner = select_sentences(
-                    [sentences[i] for i in index], config.multi_positive, rng
-                )
-                features = torch.as_tensor(tokens[index], dtype=torch.float32)
-                batch = Batch(texts, owner, features=features)
-                losses.append(train_step(model, batch, optimizer, scheduler, config)["loss"])
-                stamps.append(time.perf_counter())
-                images += len(batch)
-            seconds = time.perf_counter() - started
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": statistics.fmean(losses),
-                    "steps_per_s": len(stamps) / seconds,
-                    "images_per_s": images / seconds,
-                    "in_epoch_steps_per_s": _in_epoch_steps_per_s(stamps),
-                }
-            )
+        history = fit(
+            model,
+            torch.as_tensor(tokens, dtype=torch.float32),
+            sentences,
+            job.optim,
+            on_step=lambda epoch, _: stamps.setdefault(epoch, []).append(time.perf_counter()),
+        )
     finally:
         torch.set_num_threads(previous)
-    return history
+    return [
+        row | {"in_epoch_steps_per_s": _in_epoch_steps_per_s(stamps[row["epoch"]])}
+        for row in history
+    ]
 
 
 def _plain_steps(

@@ -187,8 +187,12 @@ def fit(
     sentences: Sequence[Sequence[str]],
     config: TrainConfig,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train on cached backbone features with the plain loop; returns per-epoch metrics."""
+    """Train on cached backbone features with the plain loop; returns per-epoch metrics.
+
+    ``on_step(epoch, metrics)`` is called after every step, ``on_epoch(epoch, record)`` after
+    every epoch (epochs count from 1)."""
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     if features.shape[0] < 2 or config.batch_size < 2:
@@ -205,6 +209,8 @@ def fit(
         for batch in iterate_batches(features, sentences, config, rng):
             step = train_step(model, batch, optimizer, scheduler, config)
             losses.append(step["loss"])
+            if on_step is not None:
+                on_step(epoch + 1, step)
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -212,6 +218,7 @@ def fit(
             "lr": step["lr"],
             "temperature": step["temperature"],
             "images_per_s": features.shape[0] / seconds,
+            "steps_per_s": len(losses) / seconds,
         }
         history.append(record)
         if on_epoch is not None:
