@@ -41,7 +41,11 @@ def test_inference_api_shapes_and_ranges(tiny_config):
     assert model.encode_image(pixels).shape == (2, 16, 64)  # 4x4 patches, CLS left out
     assert model.encode_text(["There is effusion", "There is no effusion"]).shape == (2, 64)
     probs = model.classify(["effusion", "nodule", "mass"], images=pixels)
-    assert probs.shape == (2, 3) and ((probs > 0) & (probs < 1)).all()
+    # The sigmoid of VL-CABS's logits for the config's prompt, "There is {}".
+    text = model.encode_text([f"There is {c}" for c in ("effusion", "nodule", "mass")])
+    logits, _ = model.score(model.encode_image(pixels), text)
+    assert probs.shape == (2, 3)
+    torch.testing.assert_close(probs, torch.sigmoid(logits))
     maps = model.similarity_maps(["effusion", "left lung"], images=pixels)
     assert maps.shape == (2, 2, 64, 64) and maps.min() >= 0 and maps.max() <= 1
 

@@ -22,7 +22,7 @@ from radzero.model.radzero import RadZero
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; the defaults are the authors' (REFERENCE.md section 1)."""
+    """Optimisation settings; the defaults are the authors' (docs/method.md)."""
 
     epochs: int = 20
     batch_size: int = 64

@@ -39,7 +39,6 @@ __all__ = [
     "build_processor_config",
     "extract_sentences",
     "parse_sentences",
-    "summarise",
 ]
 
 # Prefix of the working columns this module adds while it runs; input columns must not use it.
@@ -141,20 +140,6 @@ def extract_sentences(
             )
         done.append(pending.map(_fallback, fn_kwargs={"column": column, "attempts": attempt}))
     return done[0].union(*done[1:]) if len(done) > 1 else done[0]
-
-
-def summarise(ds: ray.data.Dataset) -> dict[str, int]:
-    """Counts over an ``extract_sentences`` result: rows, llm, rules_fallback, llm_retried."""
-    counts = {"rows": 0, "llm": 0, "rules_fallback": 0, "llm_retried": 0}
-    columns = ["sentence_backend", "llm_attempts"]
-    for batch in ds.select_columns(columns).iter_batches(batch_format="numpy"):
-        backend, attempts = batch["sentence_backend"], batch["llm_attempts"]
-        counts["rows"] += len(backend)
-        llm = backend == "llm"
-        counts["llm"] += int(llm.sum())
-        counts["rules_fallback"] += int((backend == "rules").sum())
-        counts["llm_retried"] += int((llm & (attempts > 1)).sum())
-    return counts
 
 
 # --- row functions run by Ray Data workers -----------------------------------------------------
