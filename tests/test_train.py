@@ -93,6 +93,7 @@ def two_workers(data, tmp_path_factory) -> tuple[TrainJobConfig, dict, Path]:
     return config, train(config), folder
 
 
+@pytest.mark.slow
 def test_two_workers_train_keep_the_best_and_export_it(two_workers) -> None:
     _, summary, folder = two_workers
     assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
@@ -114,6 +115,7 @@ def test_two_workers_train_keep_the_best_and_export_it(two_workers) -> None:
     assert list((folder / "tb").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_the_validation_auc_is_the_evaluation_auc_of_the_exported_model(two_workers) -> None:
     """The workers scored shares of the validation split; together, every row exactly once,
     with unknown (NaN) labels left out of their class as the evaluation job does."""
@@ -142,6 +144,7 @@ def test_the_validation_auc_is_the_evaluation_auc_of_the_exported_model(two_work
     assert old != pytest.approx(result["auc"]["macro"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_worker_failure_resumes_from_the_last_checkpoint(data, tmp_path) -> None:
     """A worker raises once in epoch 3; the group restarts from epoch 2's checkpoint.
 
@@ -187,6 +190,7 @@ train(from_dict(TrainJobConfig, json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.slow
 def test_running_the_same_name_again_after_the_driver_died_resumes(data, tmp_path) -> None:
     """The driver is killed once a checkpoint exists; the same config again carries on."""
     import ray
@@ -231,6 +235,7 @@ def test_running_the_same_name_again_after_the_driver_died_resumes(data, tmp_pat
     assert [row["epoch"] for row in summary["history"]] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_early_stopping_and_training_from_images(data, tmp_path) -> None:
     """With lr 0 nothing improves: patience 1 stops after the second epoch."""
     config = _config(
@@ -267,6 +272,7 @@ def test_an_unknown_checkpoint_metric_is_refused_at_load() -> None:
     assert {"val_auc", "val_loss", "loss"} <= set(REPORT_METRICS)
 
 
+@pytest.mark.slow
 def test_checkpoints_and_the_export_go_to_s3(data, s3_bucket, tmp_path) -> None:
     """storage_path on the local S3 endpoint: checkpoints, history and the exported model."""
     root = f"s3://{s3_bucket}/runs"
