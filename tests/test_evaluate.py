@@ -314,6 +314,8 @@ def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
     assert 0 < from_cache["pointing"]["chance"] < 0.5
     report = (tmp_path / "cache" / "phantom" / "report.md").read_text()
     assert "figures/overlays.png" in report and "Segmentation" in report
+    assert "(paper)" not in report  # the paper has no phantom column to compare with
+    assert f"a random peak hits {from_cache['pointing']['chance']:.3f}" in report
 
     other = TINY_CONFIG | {"vision": TINY_CONFIG["vision"] | {"seed": 1}}
     mismatched = tmp_path / "other-model"
