@@ -112,10 +112,15 @@ def submit(cluster: tuple[str, dict], *args: str, root: Path | None = None):
 
 @pytest.mark.slow
 def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None:
-    """preprocess -> features -> train for configs/local.yaml, as submitted jobs."""
+    """preprocess -> features -> train for configs/local.yaml (and an override), submitted."""
     phantom.write_dataset(tmp_path / "runs" / "local" / "phantoms", 40, size=224, seed=4)
-    for script in ("jobs/preprocess.py", "jobs/features.py", "jobs/train.py"):
-        done = submit(cluster, script, "--config", "configs/local.yaml", root=tmp_path)
+    for script, overrides in [
+        ("jobs/preprocess.py", []),
+        ("jobs/features.py", []),
+        ("jobs/train.py", ["--set", "optim.epochs=2"]),
+    ]:
+        config = ["--config", "configs/local.yaml", *overrides]
+        done = submit(cluster, script, *config, root=tmp_path)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "succeeded" in (done.stdout + done.stderr).lower()
     local = tmp_path / "runs" / "local"
@@ -123,7 +128,7 @@ def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None
     assert summary["rows_out"] == 40 and summary["quarantined"] == 0
     assert len(list((local / "data" / "features").glob("*/_SUCCESS.json"))) == 1
     trained = json.loads((local / "train" / "local" / "summary.json").read_text())
-    assert trained["epochs"] == 4 and trained["model"] == str(local / "train" / "local" / "model")
+    assert trained["epochs"] == 2 and trained["model"] == str(local / "train" / "local" / "model")
     model = RadZero.from_pretrained(trained["model"])
     assert model.config.to_dict() == get_model_config("radzero-tiny-local").to_dict()
 
