@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -298,14 +299,13 @@ def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
     )
     common = {"model": model_dir, "benchmark": "phantom", "root": str(root), "batch_size": 8}
     from_images = evaluate(EvaluateJobConfig(**common, out=str(tmp_path / "images")))
-    from_cache = evaluate(
-        EvaluateJobConfig(
-            **common,
-            out=str(tmp_path / "cache"),
-            source="features",
-            features=storage.join(data, "features", cache["key"]),
-        )
-    )
+    # From the cache through the job's command line: --features switches the source.
+    job = runpy.run_path(str(Path(__file__).parents[1] / "jobs" / "evaluate.py"))["main"]
+    cached = storage.join(data, "features", cache["key"])
+    args = ["--model", model_dir, "--benchmark", "phantom", "--root", str(root)]
+    assert job([*args, "--out", str(tmp_path / "cache"), "--features", cached]) == 0
+    from_cache = json.loads((tmp_path / "cache" / "phantom" / "metrics.json").read_text())
+    assert from_cache["source"] == "features" and from_cache["config"]["features"] == cached
     assert from_cache["images"] == from_images["images"] > 0 and not from_cache["failed"]
     assert from_cache["auc"]["macro"] == pytest.approx(from_images["auc"]["macro"], abs=0.02)
     seg = from_cache["segmentation"]
