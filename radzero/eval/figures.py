@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +96,19 @@ def history_figure(history: Sequence[dict[str, float]], path: str | Path) -> Pat
     return _save(fig, path)
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` laid out and rendered as PNG bytes. A :class:`Figure` made without pyplot
+    renders with the Agg canvas and is not registered with pyplot, so nothing here touches
+    the caller's backend."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG. A :class:`Figure` made without pyplot renders with the Agg
-    canvas and is not registered with pyplot, so nothing here touches the caller's backend."""
+    """Write ``fig`` as a PNG file (:func:`png_bytes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path.write_bytes(png_bytes(fig))
     return path
