@@ -165,12 +165,19 @@ class RadZero(nn.Module):
         return str(uri)
 
     @classmethod
-    def from_pretrained(cls, uri: str | os.PathLike) -> RadZero:
-        """Load a model written by ``save_pretrained`` from a folder or ``s3://`` prefix.
+    def from_pretrained(cls, uri: str | os.PathLike, registry: str | None = None) -> RadZero:
+        """Load a model written by ``save_pretrained`` from a folder or ``s3://`` prefix, or
+        from the model registry by reference (``name``, ``name@latest``, ``name@best``,
+        ``name@3``: any string that is not a path), in the registry at ``registry`` or else at
+        ``RADZERO_REGISTRY`` (see :mod:`radzero.registry`).
 
         The preprocessing is the saved one (a config without it, from before it was saved,
         resolves it from the backbone). Never unpickles.
         """
+        from radzero import registry as model_registry  # imported here: it imports this module
+
+        if model_registry.is_reference(str(uri)):
+            uri = model_registry.resolve(str(uri), root=registry)
         meta = read_pretrained_meta(uri)
         weights_uri = storage.join(uri, WEIGHTS_NAME)
         try:
