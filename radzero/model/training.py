@@ -36,6 +36,17 @@ class TrainConfig:
     average_loss: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("config optim.epochs and optim.batch_size must be >= 1")
+        rates = {"lr": self.lr, "text_lr": self.text_lr, "weight_decay": self.weight_decay}
+        negative = [f"optim.{k} {v}" for k, v in rates.items() if v is not None and v < 0]
+        if negative or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError(
+                f"config {', '.join(negative) or 'optim'}: lr, text_lr, weight_decay and "
+                "warmup_steps must be >= 0 and grad_clip > 0"
+            )
+
 
 @dataclass
 class Batch:
