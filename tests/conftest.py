@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+from radzero.platform.session import API_SERVER_VARIABLE, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray on loopback without token auth (nothing else can reach it), its files in a temp folder.
@@ -33,13 +34,6 @@ TINY_VISION = {
 }
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 TINY_CONFIG = {
     "vision": TINY_VISION,
     "align": {"layers": 1, "window": 1, "position": "sincos", "include_cls": False},
@@ -57,21 +51,25 @@ def tiny_config() -> dict:
 def ray_local(s3_endpoint: str) -> Iterator[None]:
     """One local Ray for the whole session: 2 CPUs, loopback, files in a temp folder.
 
-    Started after the local S3 endpoint so that every worker inherits its AWS settings.
+    Started after the local S3 endpoint so that every worker inherits its AWS settings. The
+    dashboard runs on a known port named in RAY_API_SERVER_ADDRESS, as radzero's jobs run a
+    local Ray: Ray Train frees a stopped Tune trial's workers through it (docs/tuning.md).
     """
     import ray
 
+    port = free_port()
+    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    passed = (*_AWS_ENV, "HF_HUB_OFFLINE", API_SERVER_VARIABLE, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
     with tempfile.TemporaryDirectory(prefix="ray-") as tmp:
         os.environ["RAY_TMPDIR"] = tmp
         ray.init(
             num_cpus=2,
-            include_dashboard=False,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
             _temp_dir=tmp,
-            runtime_env={
-                "env_vars": {
-                    k: os.environ[k] for k in (*_AWS_ENV, "HF_HUB_OFFLINE") if k in os.environ
-                }
-            },
+            runtime_env={"env_vars": {k: os.environ[k] for k in passed if k in os.environ}},
             logging_level="WARNING",
         )
         try:

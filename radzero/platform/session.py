@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import torch
 from radzero.config import load_config, path_fields
 
 ROOT_VARIABLE = "RADZERO_ROOT"
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 
 T = TypeVar("T")
 
@@ -120,11 +122,30 @@ def connect() -> None:
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_EC2_METADATA_DISABLED",
+        API_SERVER_VARIABLE,
         ROOT_VARIABLE,
     )
+    if not os.environ.get("RAY_ADDRESS"):
+        # A local Ray: its dashboard on a known port, named to every process, so Ray Train's
+        # clean-up of a stopped trial finds this Ray's State API even when other Ray
+        # instances run on the machine (docs/tuning.md).
+        port = free_port()
+        os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    else:
+        options = {}
     given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
     env = {key: os.environ[key] for key in passed if key in os.environ and key not in given}
-    ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
+    ray.init(
+        runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING, **options
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def actor_gpus(requested: float | None) -> float:
