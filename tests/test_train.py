@@ -17,7 +17,7 @@ import pytest
 import torch
 from ray.data.expressions import col
 
-from radzero import storage
+from radzero import registry, storage
 from radzero.config import deep_merge, from_dict
 from radzero.data import phantom
 from radzero.eval import scoring
@@ -89,7 +89,14 @@ def _split_rows(config: TrainJobConfig, split: str) -> pd.DataFrame:
 def two_workers(data, tmp_path_factory) -> tuple[TrainJobConfig, dict, Path]:
     """One run on two workers, keeping 1 checkpoint, with TensorBoard: config, summary, folder."""
     folder = tmp_path_factory.mktemp("two-workers")
-    config = _config(data, folder, checkpoint={"keep": 1}, tensorboard=str(folder / "tb"))
+    config = _config(
+        data,
+        folder,
+        checkpoint={"keep": 1},
+        tensorboard=str(folder / "tb"),
+        register="tiny",
+        registry=str(folder / "registry"),
+    )
     return config, train(config), folder
 
 
@@ -113,6 +120,27 @@ def test_two_workers_train_keep_the_best_and_export_it(two_workers) -> None:
         torch.testing.assert_close(value, saved.trainable_state_dict()[name], rtol=0, atol=0)
     assert storage.exists(str(run / "summary.json"))
     assert list((folder / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_training_run_registers_its_exported_model_with_a_card(two_workers) -> None:
+    config, summary, folder = two_workers
+    assert summary["registered"]["name"] == "tiny" and summary["registered"]["version"] == 1
+    registered = RadZero.from_pretrained("tiny", registry=config.registry)
+    exported = RadZero.from_pretrained(summary["model"])
+    for name, value in exported.trainable_state_dict().items():
+        assert torch.equal(value, registered.trainable_state_dict()[name])
+    card = registry.read_card("tiny@1", root=config.registry)
+    assert card["metrics"]["validation"] == summary["best"]
+    assert card["config"]["train"]["name"] == "tiny"
+    lineage = card["lineage"]
+    assert lineage["feature_cache"].startswith("random-") and lineage["prepared_fingerprint"]
+    assert lineage["training_run"] == str(folder / "tiny") and lineage["sweep"] is None
+    assert re.fullmatch(r"[0-9a-f]{40}", lineage["git_commit"])  # the tests run in a checkout
+    assert card["preprocess"]["image_size"] == 64
+    # running the finished run again registers nothing new
+    again = train(config)
+    assert again["registered"] == summary["registered"]
+    assert [v["version"] for v in registry.list("tiny", root=config.registry)] == [1]
 
 
 @pytest.mark.slow

@@ -54,9 +54,10 @@ class TrainJobConfig:
     ``optim`` holds the optimisation settings; ``optim.batch_size`` is the global batch, split
     evenly over the workers. ``classes`` are the label columns scored for the validation AUC
     (None: every label column of the data). ``patience`` stops training after that many epochs
-    without a better ``checkpoint.metric``. Each epoch reads the training files in a new seeded
-    order, and each worker mixes rows in a buffer of ``shuffle_buffer`` rows (its first batch
-    waits for the buffer to fill).
+    without a better ``checkpoint.metric``. ``register`` names the exported model in the model
+    registry (:mod:`radzero.registry`) at ``registry``, with its card. Each epoch reads the
+    training files in a new seeded order, and each worker mixes rows in a buffer of
+    ``shuffle_buffer`` rows (its first batch waits for the buffer to fill).
     """
 
     name: str = "radzero"
@@ -74,6 +75,8 @@ class TrainJobConfig:
     max_failures: int = 0
     shuffle_buffer: int = 128
     tensorboard: str | None = path_field(None)
+    register: str | None = None  # register the exported model under this name
+    registry: str | None = path_field(None)  # the registry's root (None: $RADZERO_REGISTRY)
     storage: storage.S3Options = field(default_factory=storage.S3Options)
 
     def __post_init__(self) -> None:

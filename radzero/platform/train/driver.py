@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -13,10 +14,11 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from radzero import storage
+from radzero import registry, storage
 from radzero.config import to_dict
 from radzero.model import copy_pretrained
 from radzero.platform import outputs
+from radzero.platform.lineage import model_card
 from radzero.platform.train.callbacks import TensorBoardCallback
 from radzero.platform.train.config import CheckpointSection, TrainJobConfig
 from radzero.platform.train.data import TrainValIngest, datasets
@@ -25,10 +27,15 @@ from radzero.platform.train.worker import StepHook, history_uri, train_loop
 log = logging.getLogger(__name__)
 
 
-def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
+def train(
+    config: TrainJobConfig,
+    on_step: StepHook | None = None,
+    callbacks: Sequence[ray.train.UserCallback] = (),
+) -> dict:
     """Run (or resume) the training run ``config.name`` and export its best model.
 
-    ``on_step(step, rank)`` is called on every worker after each optimisation step.
+    ``on_step(step, rank)`` is called on every worker after each optimisation step;
+    ``callbacks`` go to Ray Train's RunConfig beside TensorBoard's (a sweep's Tune report).
     """
     if not config.data:
         raise ValueError("config data: the preprocessing output to train on is required")
@@ -77,7 +84,10 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
                 checkpoint_score_order=config.checkpoint.mode,
             ),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            callbacks=[TensorBoardCallback(config.tensorboard)] if config.tensorboard else None,
+            callbacks=[
+                *([TensorBoardCallback(config.tensorboard)] if config.tensorboard else []),
+                *callbacks,
+            ],
         ),
         datasets=splits,
         dataset_config=TrainValIngest(),
@@ -91,11 +101,7 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
         config.optim.epochs,
         config.source,
     )
-    result = trainer.fit()
-    best_checkpoint, best = _best(result, config.checkpoint)
-    exported = storage.join(config.storage_path, config.name, "model")
-    with best_checkpoint.as_directory() as folder:
-        copy_pretrained(folder, exported)
+    exported, best = export_best(config, trainer.fit())
     history = json.loads(storage.read_text(history_uri(config)))
     summary = {
         "name": config.name,
@@ -106,10 +112,10 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
         "steps": history[-1]["step"],
         "history": history,
     }
-    storage.write_text(
-        storage.join(config.storage_path, config.name, "summary.json"),
-        json.dumps(summary, indent=2) + "\n",
-    )
+    summary_uri = storage.join(config.storage_path, config.name, "summary.json")
+    if config.register:
+        summary["registered"] = _register(config, exported, best, summary_uri)
+    storage.write_text(summary_uri, json.dumps(summary, indent=2) + "\n")
     log.info(
         "train %s: best %s %.4f at epoch %d -> %s",
         config.name,
@@ -119,6 +125,35 @@ def train(config: TrainJobConfig, on_step: StepHook | None = None) -> dict:
         exported,
     )
     return summary
+
+
+def _register(config: TrainJobConfig, model: str, best: dict, summary_uri: str) -> dict:
+    """Register the exported model with its card, once: a rerun of a finished run whose best
+    epoch is unchanged keeps the version it registered."""
+    if storage.exists(summary_uri):
+        before = json.loads(storage.read_text(summary_uri))
+        kept = before.get("registered")
+        if kept and kept["name"] == config.register and before["best"] == best:
+            return kept
+    card = model_card(config, model, validation=best)
+    version = registry.register(model, config.register, card, root=config.registry)
+    uri = registry.resolve(f"{config.register}@{version}", root=config.registry)
+    log.info("train %s: registered as %s@%d (%s)", config.name, config.register, version, uri)
+    return {"name": config.register, "version": version, "uri": uri}
+
+
+def export_best(config: TrainJobConfig, result: ray.train.Result | None = None) -> tuple[str, dict]:
+    """Export the best kept checkpoint of the run ``config.name`` (``result``, or read back from
+    its folder, e.g. for a run that was stopped) to ``<storage_path>/<name>/model``; return the
+    model's URI and the checkpoint's metrics."""
+    if result is None:
+        fs, path = _storage(config.storage_path)
+        result = ray.train.Result.from_path(f"{path}/{config.name}", storage_filesystem=fs)
+    best_checkpoint, best = _best(result, config.checkpoint)
+    exported = storage.join(config.storage_path, config.name, "model")
+    with best_checkpoint.as_directory() as folder:
+        copy_pretrained(folder, exported)
+    return exported, best
 
 
 def _storage(uri: str) -> tuple[pafs.FileSystem | None, str]:
