@@ -1,7 +1,8 @@
 """The library's import boundaries, each checked in a fresh interpreter.
 
-The model, data, eval, config and storage packages are the part a notebook or another framework
-uses without Ray (docs/architecture.md), and the figures leave the caller's matplotlib as it was.
+The model, data, eval, config, storage and registry modules are the part a notebook or another
+framework uses without Ray (docs/architecture.md), and the figures leave the caller's matplotlib
+as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-WITHOUT_RAY = ("radzero.model", "radzero.data", "radzero.eval", "radzero.config", "radzero.storage")
+WITHOUT_RAY = (
+    "radzero.model",
+    "radzero.data",
+    "radzero.eval",
+    "radzero.config",
+    "radzero.storage",
+    "radzero.registry",
+)
 
 _IMPORT_ALL = """
 import importlib, json, pkgutil, sys
@@ -78,7 +86,7 @@ def test_the_library_without_the_platform_never_imports_ray() -> None:
     found = _fresh_python(_IMPORT_ALL, *WITHOUT_RAY)
     assert found["first_with_ray"] is None, f"importing {found['first_with_ray']} imports ray"
     # The walk reached every module file of those packages, so a new one is covered too.
-    files = {"radzero.config", "radzero.storage"}
+    files = {"radzero.config", "radzero.storage", "radzero.registry"}
     for package in WITHOUT_RAY[:3]:
         for path in (ROOT / package.replace(".", "/")).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts

@@ -112,12 +112,14 @@ def submit(cluster: tuple[str, dict], *args: str, root: Path | None = None):
 
 @pytest.mark.slow
 def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None:
-    """preprocess -> features -> train for configs/local.yaml (and an override), submitted."""
+    """preprocess -> features -> train -> tune for configs/local.yaml (with overrides),
+    submitted; the sweep (one trial per resolution) caches the 112 px tokens itself."""
     phantom.write_dataset(tmp_path / "runs" / "local" / "phantoms", 40, size=224, seed=4)
     for script, overrides in [
         ("jobs/preprocess.py", []),
         ("jobs/features.py", []),
         ("jobs/train.py", ["--set", "optim.epochs=2"]),
+        ("jobs/tune.py", ["--set", "preset=null", "train.optim.epochs=1"]),
     ]:
         config = ["--config", "configs/local.yaml", *overrides]
         done = submit(cluster, script, *config, root=tmp_path)
@@ -126,11 +128,17 @@ def test_local_config_pipeline_through_ray_job_submit(cluster, tmp_path) -> None
     local = tmp_path / "runs" / "local"
     summary = json.loads((local / "data" / "summary.json").read_text())
     assert summary["rows_out"] == 40 and summary["quarantined"] == 0
-    assert len(list((local / "data" / "features").glob("*/_SUCCESS.json"))) == 1
+    assert len(list((local / "data" / "features").glob("*/_SUCCESS.json"))) == 2  # 224, 112
     trained = json.loads((local / "train" / "local" / "summary.json").read_text())
     assert trained["epochs"] == 2 and trained["model"] == str(local / "train" / "local" / "model")
     model = RadZero.from_pretrained(trained["model"])
     assert model.config.to_dict() == get_model_config("radzero-tiny-local").to_dict()
+    swept = json.loads((local / "tune" / "summary.json").read_text())
+    assert sorted(r["params"]["resolution"] for r in swept["trials"]) == [112, 224]
+    assert {r["status"] for r in swept["trials"]} == {"finished"}
+    assert (local / "tune" / "ablation.png").exists()
+    best = RadZero.from_pretrained("radzero-local@best", registry=str(local / "registry"))
+    assert best.preprocess.image_size in (112, 224)
 
 
 @pytest.mark.slow

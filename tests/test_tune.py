@@ -18,7 +18,7 @@ import pytest
 from radzero import registry
 from radzero.config import deep_merge, from_dict, to_dict
 from radzero.data import phantom
-from radzero.model import RadZero
+from radzero.model import PreprocessConfig, RadZero
 from radzero.platform.evaluate import EvaluateJobConfig, evaluate
 from radzero.platform.features import FeaturesJobConfig, compute_features
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess
@@ -73,7 +73,10 @@ def _config(data: str, out: Path | str, **overrides) -> TuneJobConfig:
             {"resolution": [64, 72]},
             r"space.resolution=72: .*72 is not a multiple of .* patch size 16",
         ),
-        ({"similarity": ["cos", "l2"]}, r"space.similarity=l2: .*similarity must be one of \('cos', 'dot'\), got 'l2'"),
+        (
+            {"similarity": ["cos", "l2"]},
+            r"space.similarity=l2: .*similarity must be one of \('cos', 'dot'\), got 'l2'",
+        ),
         ({"align_layers": [2, -1]}, r"space.align_layers=-1: .*align.layers must be >= 0"),
         ({"temperature": [0.0]}, r"space.temperature=0.0: .*temperature.init must be > 0"),
         ({"lr": [-1e-3]}, r"space.lr=-0.001: .*lr.*must be >= 0"),
@@ -96,7 +99,7 @@ def test_other_bad_sweep_configs_are_refused_at_load(tmp_path) -> None:
         _config("unused", tmp_path, train={"optim": {"epoch": 3}})
     with pytest.raises(ValueError, match=r"a preset is a grid; set mode: grid"):
         _config("unused", tmp_path, mode="search", preset="paper-ablation", space={})
-    with pytest.raises(ValueError, match=r"preset 'paper-ablation' sets multi_positive, similarity"):
+    with pytest.raises(ValueError, match=r"'paper-ablation' sets multi_positive, similarity"):
         _config("unused", tmp_path, preset="paper-ablation")
     with pytest.raises(ValueError, match=r"search.points\[0\].lr = 0.5 is outside the space"):
         _config(
@@ -251,7 +254,7 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     assert card["lineage"]["sweep"]["trial"] == winner["trial"]
     assert card["metrics"]["test"]["auc"] == pytest.approx(winner["test"]["auc"])
     assert card["lineage"]["prepared_fingerprint"] and card["lineage"]["feature_cache"]
-    assert card["preprocess"] == model.preprocess.to_dict()
+    assert PreprocessConfig.from_dict(card["preprocess"]) == model.preprocess
     assert card["config"]["model"]["similarity"] == winner["params"]["similarity"]
     rescored = evaluate(
         EvaluateJobConfig(
@@ -324,3 +327,25 @@ def test_asha_stops_a_hopeless_trial_and_an_errored_trial_does_not_stop_the_swee
     assert not [a for a in alive if a.class_name in ("RayTrainWorker", "TrainController")]
     groups = ray.util.placement_group_table().values()
     assert all(group["state"] == "REMOVED" for group in groups)
+
+
+def test_the_search_is_seeded_so_a_rerun_proposes_the_same_points(tmp_path) -> None:
+    """Two searchers from one config propose the same points; another seed proposes others."""
+    from radzero.platform.tune.driver import _param_space, _tune_config
+
+    def proposals(seed: int) -> list[dict]:
+        config = _config(
+            "unused",
+            tmp_path,
+            mode="search",
+            space={"lr": {"loguniform": [1e-4, 1e-2]}, "similarity": ["cos", "dot"]},
+            search={"seed": seed},
+        )
+        searcher = _tune_config(config, config.base_job()).search_alg
+        searcher.set_search_properties("val_auc", "max", {"point": _param_space(config)})
+        return [searcher.suggest(f"trial-{i}") for i in range(4)]
+
+    first = proposals(0)
+    assert first == proposals(0)
+    assert first != proposals(1)
+    assert all(1e-4 <= p["point"]["lr"] <= 1e-2 for p in first)
