@@ -174,7 +174,7 @@ def _figures(
         for image, truth in zip(records["image"], truths, strict=True)
         if truth["boxes"] or truth["rle"] or truth["masks"]
     ]
-    if located:
+    if located and examples > 0:
         chosen = _examples(located, examples)
         images, panels = _overlays(chosen, model, builder)
         figures.overlay_figure(images, panels, folder / "overlays.png")

@@ -87,6 +87,8 @@ class EvaluateJobConfig:
             raise ValueError("config templates must each hold '{}' where the class goes")
         if self.batch_size < 1 or self.actors < 1:
             raise ValueError("config batch_size and actors must be >= 1")
+        if self.figure_examples < 0:
+            raise ValueError("config figure_examples must be >= 0 (0: no overlay figures)")
 
 
 def evaluate(config: EvaluateJobConfig, training: dict | None = None) -> dict:
