@@ -118,3 +118,35 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"radzero-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def phantom_tokens(ray_local, tmp_path_factory) -> str:
+    """64 phantoms at 64 px, preprocessed and their tiny-backbone tokens cached (45 training
+    rows); the prepared folder's path. The phantoms are in its sibling ``raw``.
+
+    Some validation labels are unknown (NaN in a Parquet manifest): one of every row's classes
+    in turn, and every negative of "mass", which leaves it only known positives.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from radzero.data import phantom
+    from radzero.platform.features import FeaturesJobConfig, compute_features
+    from radzero.platform.preprocess import PreprocessJobConfig, preprocess
+
+    root = tmp_path_factory.mktemp("tokens")
+    frame = pd.read_csv(phantom.write_dataset(root / "raw", 64, size=64, seed=0))
+    findings = list(phantom.FINDINGS)
+    frame[findings] = frame[findings].astype(float)
+    val = frame.index[frame["split"] == "val"]
+    for turn, index in enumerate(val):
+        frame.loc[index, findings[turn % len(findings)]] = np.nan
+    frame.loc[val[frame.loc[val, "mass"] == 0], "mass"] = np.nan
+    frame.to_parquet(root / "raw" / "manifest.parquet")
+    config = PreprocessJobConfig(resolutions=[64])
+    summary = preprocess(str(root / "raw" / "manifest.parquet"), str(root / "data"), config)
+    assert summary["splits"]["train"] == 45
+    features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=16)
+    compute_features(str(root / "data"), str(root / "data"), features)
+    return str(root / "data")

@@ -25,12 +25,9 @@ from radzero.eval.metrics import auc_per_class
 from radzero.model import RadZero
 from radzero.model.checkpoint import read_training_state
 from radzero.platform.features import (
-    FeaturesJobConfig,
     cache_location,
-    compute_features,
     read_features,
 )
-from radzero.platform.preprocess import PreprocessJobConfig, preprocess
 from radzero.platform.train import REPORT_METRICS, TrainJobConfig, train
 from tests.conftest import TINY_VISION
 
@@ -39,27 +36,8 @@ STEPS_PER_EPOCH = 6  # 45 training phantoms: 22 per worker (equal split), batche
 
 
 @pytest.fixture(scope="module")
-def data(ray_local, tmp_path_factory) -> str:
-    """64 phantoms at 64 px, preprocessed and their tiny-backbone tokens cached.
-
-    Some validation labels are unknown (NaN in a Parquet manifest): one of every row's classes
-    in turn, and every negative of "mass", which leaves it only known positives.
-    """
-    root = tmp_path_factory.mktemp("train")
-    frame = pd.read_csv(phantom.write_dataset(root / "raw", 64, size=64, seed=0))
-    findings = list(phantom.FINDINGS)
-    frame[findings] = frame[findings].astype(float)
-    val = frame.index[frame["split"] == "val"]
-    for turn, index in enumerate(val):
-        frame.loc[index, findings[turn % len(findings)]] = np.nan
-    frame.loc[val[frame.loc[val, "mass"] == 0], "mass"] = np.nan
-    frame.to_parquet(root / "raw" / "manifest.parquet")
-    config = PreprocessJobConfig(resolutions=[64])
-    summary = preprocess(str(root / "raw" / "manifest.parquet"), str(root / "data"), config)
-    assert summary["splits"]["train"] == 45
-    features = FeaturesJobConfig(vision=dict(TINY_VISION), batch_size=16)
-    compute_features(str(root / "data"), str(root / "data"), features)
-    return str(root / "data")
+def data(phantom_tokens) -> str:
+    return phantom_tokens
 
 
 def _config(data: str, storage_path: Path | str, **overrides) -> TrainJobConfig:

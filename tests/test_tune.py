@@ -17,11 +17,8 @@ import pytest
 
 from radzero import registry
 from radzero.config import deep_merge, from_dict, to_dict
-from radzero.data import phantom
 from radzero.model import PreprocessConfig, RadZero
 from radzero.platform.evaluate import EvaluateJobConfig, evaluate
-from radzero.platform.features import FeaturesJobConfig, compute_features
-from radzero.platform.preprocess import PreprocessJobConfig, preprocess
 from radzero.platform.tune import TuneJobConfig, sweep
 from radzero.platform.tune.space import grid_points, parse_space
 from tests.conftest import TINY_VISION
@@ -150,19 +147,12 @@ def test_the_shipped_configs_have_valid_tune_sections() -> None:
 
 
 @pytest.fixture(scope="module")
-def data(ray_local, tmp_path_factory) -> str:
-    """64 phantoms at 64 px, preprocessed, their tiny-backbone tokens cached."""
-    root = tmp_path_factory.mktemp("tune")
-    phantom.write_dataset(root / "raw", 64, size=64, seed=0)
-    preprocess(str(root / "raw"), str(root / "data"), PreprocessJobConfig(resolutions=[64]))
-    compute_features(
-        str(root / "data"), str(root / "data"), FeaturesJobConfig(vision=dict(TINY_VISION))
-    )
-    return str(root / "data")
+def data(phantom_tokens) -> str:
+    return phantom_tokens
 
 
 _DRIVER = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from radzero.config import from_dict
 from radzero.platform.session import connect
@@ -174,6 +164,8 @@ def record(point, step, rank):
     name = f"{point['similarity']}-{point['multi_positive']}.txt"
     with open(steps / name, "a") as out:
         out.write(f"{step}\\n")
+    if step > int(sys.argv[3]) and (steps / "hold").exists():
+        time.sleep(3600)  # holds the trial in its second epoch until the driver is killed
 
 connect()
 sweep(from_dict(TuneJobConfig, json.loads(sys.argv[1])), on_step=record)
@@ -184,24 +176,33 @@ def _steps(folder: Path) -> dict[str, list[int]]:
     return {p.stem: [int(s) for s in p.read_text().split()] for p in sorted(folder.glob("*.txt"))}
 
 
-def _checkpointed(run: Path) -> bool:
-    snapshot = run / "checkpoint_manager_snapshot.json"
-    return snapshot.exists() and bool(re.search(r"checkpoint_\d{4}-", snapshot.read_text()))
+def _midway(run: Path) -> bool:
+    """Whether a trial's Train run has registered a checkpoint but not trained every epoch."""
+    snapshot, history = run / "checkpoint_manager_snapshot.json", run / "history.json"
+    if not (snapshot.exists() and history.exists()):
+        return False
+    try:  # either file may be mid-write
+        registered = re.search(r"checkpoint_\d{4}-", snapshot.read_text())
+        return bool(registered) and len(json.loads(history.read_text())) < EPOCHS
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 @pytest.mark.slow
 def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     data, tmp_path, monkeypatch
 ) -> None:
-    """2 x 2 trials, two at a time. The driver is killed once the first two finished and a
-    third has a checkpoint; the same command again trains only what was left, then scores
-    every trial, writes the ablation files, logs to MLflow and registers the winner."""
+    """2 x 2 trials, two at a time. Once the first two finished, the other two are held in
+    their second epoch and the driver is killed; the same command again trains only what was
+    left, from the last checkpoints, then scores every trial, writes the ablation files, logs
+    to MLflow and registers the winner."""
     import ray
 
     out, steps = tmp_path / "sweep", tmp_path / "steps"
     steps.mkdir()
     config = _config(data, out, tracking={"mlflow_uri": "local"})
-    command = [sys.executable, "-c", _DRIVER, json.dumps(to_dict(config)), str(steps)]
+    arguments = [json.dumps(to_dict(config)), str(steps), str(STEPS_PER_EPOCH)]
+    command = [sys.executable, "-c", _DRIVER, *arguments]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     driver = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -209,36 +210,43 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     trials = out / "trials"
     try:
         deadline = time.monotonic() + 400
-        while True:
-            finished = [r for r in trials.glob("*") if (r / "summary.json").exists()]
-            running = [r for r in trials.glob("*") if r not in finished and _checkpointed(r)]
-            if len(finished) >= 2 and running:
-                break
-            assert driver.poll() is None, "the first driver ended before it was killed"
+        while (
+            len(finished := {r.name for r in trials.glob("*") if (r / "summary.json").exists()}) < 2
+        ):
+            assert driver.poll() is None, "the first driver ended before two trials finished"
             assert time.monotonic() < deadline, "two trials did not finish within 400 s"
+            time.sleep(0.2)
+        (steps / "hold").touch()  # the next two trials stop in their second epoch
+        while len(saved := {r.name for r in trials.glob("*") if _midway(r)}) < 2:
+            assert driver.poll() is None, "the first driver ended before it was killed"
+            assert time.monotonic() < deadline, "no checkpoint of the last two within 400 s"
             time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
     before = _steps(steps)
-    done = {name for name, seen in before.items() if len(seen) == EPOCHS * STEPS_PER_EPOCH}
-    assert len(done) >= 2
+    (steps / "hold").unlink()
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = _steps(steps)
-    full = list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
-    for name in done:  # finished trials were not trained again
-        assert after[name] == before[name] == full
-    resumed = [name for name in after if name not in done and name in before]
-    assert resumed, "no unfinished trial was left when the driver died"
-    for name in resumed:  # continued from its last epoch's checkpoint, not from step 1
-        again = after[name][len(before[name]) :]
-        assert again[0] > 1 and (again[0] - 1) % STEPS_PER_EPOCH == 0
-        assert again[-1] == EPOCHS * STEPS_PER_EPOCH
-    assert len(after) == 4
-
     summary = json.loads((out / "summary.json").read_text())
+    point = {
+        r["trial"]: f"{r['params']['similarity']}-{r['params']['multi_positive']}"
+        for r in summary["trials"]
+    }
+    full = list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    for trial in finished:  # finished trials were not trained again
+        assert after[point[trial]] == before[point[trial]] == full
+    for trial in saved:  # continued after its last checkpointed epoch, not from step 1
+        again = after[point[trial]][len(before[point[trial]]) :]
+        assert again[0] > 1 and (again[0] - 1) % STEPS_PER_EPOCH == 0
+        assert again == list(range(again[0], EPOCHS * STEPS_PER_EPOCH + 1))
+        history = json.loads((trials / trial / "history.json").read_text())
+        assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
+    assert sorted(after) == ["cos-False", "cos-True", "dot-False", "dot-True"]
+    assert all(seen[-EPOCHS * STEPS_PER_EPOCH :] == full for seen in after.values())
+
     assert [r["status"] for r in summary["trials"]] == ["finished"] * 4
     table = pd.read_csv(out / "ablation.csv")
     assert len(table) == 4 and {"similarity", "multi_positive", "test_auc", "dice"} <= set(table)
