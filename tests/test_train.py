@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -186,59 +180,6 @@ def test_a_worker_failure_resumes_from_the_last_checkpoint(data, tmp_path) -> No
     resumed_at = seen.index(first, first)  # the second time
     assert seen[:resumed_at] == list(range(1, resumed_at + 1))  # to the failure, no further
     assert seen[resumed_at:] == list(range(first, 3 * STEPS_PER_EPOCH + 1))
-
-
-_DRIVER = """
-import json, sys
-from radzero.config import from_dict
-from radzero.platform.train import TrainJobConfig, train
-train(from_dict(TrainJobConfig, json.loads(sys.argv[1])))
-"""
-
-
-@pytest.mark.slow
-def test_running_the_same_name_again_after_the_driver_died_resumes(data, tmp_path) -> None:
-    """The driver is killed once a checkpoint exists; the same config again carries on."""
-    import ray
-
-    from radzero.config import to_dict
-
-    config = _config(data, tmp_path, name="resume", optim={"epochs": 4})
-    run = tmp_path / "resume"
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, json.dumps(to_dict(config))],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        # The controller's snapshot, not the checkpoint folder: a folder exists before Ray
-        # has registered it, and a driver killed in between leaves nothing to resume.
-        snapshot = run / "checkpoint_manager_snapshot.json"
-        while not (snapshot.exists() and re.search(r"checkpoint_\d{4}-", snapshot.read_text())):
-            assert driver.poll() is None, "the first driver ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=60)
-
-    steps = tmp_path / "steps.txt"
-
-    def record(step: int, rank: int) -> None:
-        if rank == 0:
-            with open(steps, "a") as out:
-                out.write(f"{step}\n")
-
-    summary = train(config, on_step=record)
-    seen = [int(line) for line in steps.read_text().split()]
-    done = (seen[0] - 1) // STEPS_PER_EPOCH
-    assert 1 <= done < 4 and (seen[0] - 1) % STEPS_PER_EPOCH == 0  # not from scratch
-    assert seen == list(range(seen[0], 4 * STEPS_PER_EPOCH + 1))
-    assert summary["steps"] == 4 * STEPS_PER_EPOCH
-    assert [row["epoch"] for row in summary["history"]] == [1, 2, 3, 4]
 
 
 @pytest.mark.slow
