@@ -5,7 +5,10 @@ Every sweep here is a grid of the sweep job (``radzero.platform.tune``) on phant
 2 CPUs, each trial one Train worker (``trial_cpus`` 0.25, ``cpus_per_worker`` 0.25, as
 configs/local.yaml's tune section), each sweep in a fresh ``out``. What is timed is the
 training part of a sweep, ``driver.ensure_caches`` then ``driver._run`` (the Tune fit): the
-test-split scoring that ``sweep`` runs afterwards is left out on every side.
+test-split scoring that ``sweep`` runs afterwards is left out on every side. Beside each wall
+time, ``cpu_s``: the CPU seconds that this process and its Ray processes used meanwhile, and
+the ``*_cpu`` ratios of them, which hold up better than wall times when other work shares the
+machine.
 
 ``sweep_speedup``: 4 trials (similarity x multi_positive), ``--speedup-epochs`` each, two at a
 time, with a randomly initialised ViT-B/14 backbone (the align and text settings of
@@ -18,12 +21,13 @@ model, epochs, batch and torch threads as the trial's worker) on the same tokens
 memory; the plain side times building the model and ``fit``, its read of the tokens is
 reported apart. The trial also validates and checkpoints every epoch, which ``fit`` does not.
 ``parallel_speedup``: the 4 tiny trials one at a time over two at a time. Every sweep reports
-where its time went, from each worker's step times: ``startup_s`` (the Tune fit's start to
-the first step), ``step_s`` (one step within an epoch; the plain loop's is ``plain_step_s``),
-``steps_s`` (a trial's first step to its last, mean), ``epoch_gap_s`` (the last step of an
-epoch to the first of the next: validation, checkpoint, the next read; mean), ``end_s`` (the
-last step to the end of the fit) and, one at a time, ``between_trials_s`` (a trial's last
-step to the next one's first step, mean). The last line is one JSON object.
+where its time went, from the time each worker's steps end: ``startup_s`` (the Tune fit's
+start to the end of the first step), ``step_s`` (one step within an epoch; the plain loop's is
+``plain_step_s``), ``steps_s`` (a trial's first step's end to its last, mean),
+``epoch_gap_s`` (an epoch's last step to the next epoch's first: validation, checkpoint, the
+next read, and one step; mean), ``end_s`` (the last step to the end of the fit) and, one at a
+time, ``between_trials_s`` (a trial's last step to the end of the next one's first, mean).
+The last line is one JSON object.
 
     python bench/tune.py [--images 120 --batch-size 32 --speedup-epochs 2 --overhead-epochs 8
                           --parallel-epochs 2 --speedup-backbone vit-b]
@@ -77,6 +81,30 @@ class StepStamps:
 
         with (self.folder / f"{_label(point)}.txt").open("a") as out:
             out.write(f"{step} {time.time()} {torch.get_num_threads()}\n")
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and its descendants (Ray's processes, with the
+    ones they have reaped), from Linux's /proc: what a sweep costs whatever else the machine
+    runs."""
+    parents, used = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        used[pid] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    tree, frontier = set(), [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        tree.add(pid)
+        frontier += [child for child, parent in parents.items() if parent == pid]
+    return sum(used.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_ray(temp_dir: str) -> None:
@@ -167,11 +195,11 @@ def _sweep(config: Any, stamps: Path) -> dict[str, Any]:
     from radzero.platform.tune import driver
 
     stamps.mkdir(parents=True)
-    started = time.time()
+    started, cpu = time.time(), _tree_cpu_s()
     driver.ensure_caches(config)
     cached = time.time()
     grid = driver._run(config, StepStamps(stamps))
-    ended = time.time()
+    ended, cpu = time.time(), _tree_cpu_s() - cpu
     errors = [result.error for result in grid if result.error]
     if errors:
         raise RuntimeError(f"sweep {config.name}: a trial failed: {errors[0]}") from errors[0]
@@ -181,11 +209,13 @@ def _sweep(config: Any, stamps: Path) -> dict[str, Any]:
         "wall_s": ended - started,
         "cache_s": cached - started,
         "fit_s": ended - cached,
+        "cpu_s": cpu,
     } | _phases(stamps, steps_per_epoch, cached, ended, config.max_concurrent_trials == 1)
     _log(
         f"sweep {config.name}: {len(grid)} trials in {timing['wall_s']:.0f} s "
-        f"(caches {timing['cache_s']:.0f} s), start-up {timing['startup_s']:.1f} s, "
-        f"steps {timing['steps_s']:.1f} s a trial, {timing['epoch_gap_s']:.1f} s between epochs"
+        f"(caches {timing['cache_s']:.0f} s; {cpu:.0f} CPU s), "
+        f"start-up {timing['startup_s']:.1f} s, steps {timing['steps_s']:.1f} s a trial, "
+        f"{timing['epoch_gap_s']:.1f} s between epochs"
     )
     return timing
 
@@ -261,11 +291,17 @@ def _trial_overhead(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     threads = trial["worker_threads"]
     if len(threads) != 1:
         raise RuntimeError(f"the trial's worker ran with {threads} torch threads")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     history = _run_plain(job, tokens, sentences, threads[0])
-    plain_s = time.perf_counter() - started
+    plain_s, plain_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     _log(f"plain loop: {plain_s:.1f} s ({args.overhead_epochs} epochs), tokens read {read_s:.1f} s")
-    return {"trial": trial, "plain_s": plain_s, "plain_read_s": read_s, "plain_history": history}
+    return {
+        "trial": trial,
+        "plain_s": plain_s,
+        "plain_cpu_s": plain_cpu_s,
+        "plain_read_s": read_s,
+        "plain_history": history,
+    }
 
 
 def main() -> None:
@@ -335,6 +371,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "cpus": 2,
         "sweep_speedup": round(images["wall_s"] / features["wall_s"], 3),
+        "sweep_speedup_cpu": round(images["cpu_s"] / features["cpu_s"], 3),
         "sweep_backbone": args.speedup_backbone,
         "sweep_epochs": args.speedup_epochs,
         "sweep_features_s": round(features["wall_s"], 1),
@@ -343,9 +380,11 @@ def main() -> None:
         "sweep_features": _rounded(features),
         "sweep_images": _rounded(images),
         "trial_overhead": round(trial["fit_s"] / overhead["plain_s"], 3),
+        "trial_overhead_cpu": round(trial["cpu_s"] / overhead["plain_cpu_s"], 3),
         "overhead_epochs": args.overhead_epochs,
         "trial_s": round(trial["fit_s"], 1),
         "plain_s": round(overhead["plain_s"], 1),
+        "plain_cpu_s": round(overhead["plain_cpu_s"], 1),
         "plain_read_s": round(overhead["plain_read_s"], 2),
         "trial": _rounded(trial),
         "plain_step_s": round(
