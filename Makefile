@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/decode_memory.py
 	HF_HUB_OFFLINE=1 $(PY) bench/preprocess.py
 	HF_HUB_OFFLINE=1 $(PY) bench/train.py
+	HF_HUB_OFFLINE=1 $(PY) bench/tune.py
 
 clean:
 	rm -rf runs .pytest_cache
