@@ -17,7 +17,7 @@ import pytest
 
 from radzero.data import phantom
 from radzero.model import RadZero, get_model_config
-from radzero.platform.session import resolve_path
+from radzero.platform.session import API_SERVER_VARIABLE, resolve_path
 from tests.conftest import TINY_VISION, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,11 @@ def cluster(tmp_path_factory) -> Iterator[tuple[str, dict]]:
     """A local cluster on 127.0.0.1 (`ray start --head`) with its own ports: (address, env)."""
     home = tmp_path_factory.mktemp("home")
     ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: socket paths have a limit
-    env = {"RAY_TMPDIR": str(ray_dir), "HOME": str(home)}
     port = free_port()
+    address = f"http://127.0.0.1:{port}"
+    # RAY_API_SERVER_ADDRESS overrides `ray job submit --address`: this cluster's own, not the
+    # session Ray's that the environment names.
+    env = {"RAY_TMPDIR": str(ray_dir), "HOME": str(home), API_SERVER_VARIABLE: address}
     # Every port of its own: the session's local Ray may hold the default agent ports.
     agents = [
         f"--{name}={free_port()}"
@@ -90,7 +93,6 @@ def cluster(tmp_path_factory) -> Iterator[tuple[str, dict]]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    address = f"http://127.0.0.1:{port}"
     try:
         _wait_for_jobs_api(address, head, env, ray_dir / "head.log")
         yield address, env
