@@ -113,20 +113,11 @@ def _start_ray(temp_dir: str) -> None:
     finished trial's workers (docs/tuning.md), and Ray's files in ``temp_dir``."""
     import ray
 
-    from radzero.platform.session import API_SERVER_VARIABLE, free_port
+    from radzero.platform.session import start_local_ray
 
-    port = free_port()
-    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
     os.environ["RAY_TMPDIR"] = temp_dir
-    passed = ("HF_HUB_OFFLINE", API_SERVER_VARIABLE)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        _temp_dir=temp_dir,
-        runtime_env={"env_vars": {k: os.environ[k] for k in passed}},
-        logging_level="ERROR",
+    start_local_ray(
+        num_cpus=2, temp_dir=temp_dir, env={"HF_HUB_OFFLINE": "1"}, logging_level="ERROR"
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from radzero.platform.session import API_SERVER_VARIABLE, free_port
+from radzero.platform.session import start_local_ray
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray on loopback without token auth (nothing else can reach it), its files in a temp folder.
@@ -57,19 +57,14 @@ def ray_local(s3_endpoint: str) -> Iterator[None]:
     """
     import ray
 
-    port = free_port()
-    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    passed = (*_AWS_ENV, "HF_HUB_OFFLINE", API_SERVER_VARIABLE, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    passed = (*_AWS_ENV, "HF_HUB_OFFLINE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
     with tempfile.TemporaryDirectory(prefix="ray-") as tmp:
         os.environ["RAY_TMPDIR"] = tmp
-        ray.init(
+        start_local_ray(
             num_cpus=2,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-            _temp_dir=tmp,
-            runtime_env={"env_vars": {k: os.environ[k] for k in passed if k in os.environ}},
+            temp_dir=tmp,
+            env={k: os.environ[k] for k in passed if k in os.environ},
             logging_level="WARNING",
         )
         try:

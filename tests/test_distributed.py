@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from radzero.model import RadZero, RadZeroConfig
 from radzero.model.distributed import average_gradients, gather_objects, gather_with_grad
 from radzero.model.training import Batch, TrainConfig, batch_loss, sentence_ids
-from tests.conftest import free_port
+from radzero.platform.session import free_port
 
 IMAGES = 8
 SENTENCES = [  # 1 to 3 per image; "There is no nodule." repeats across images

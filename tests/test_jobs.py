@@ -17,8 +17,8 @@ import pytest
 
 from radzero.data import phantom
 from radzero.model import RadZero, get_model_config
-from radzero.platform.session import API_SERVER_VARIABLE, resolve_path
-from tests.conftest import TINY_VISION, free_port
+from radzero.platform.session import API_SERVER_VARIABLE, free_port, resolve_path
+from tests.conftest import TINY_VISION
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))  # the CLI of this environment

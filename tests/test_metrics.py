@@ -319,3 +319,15 @@ def test_chunked_rank_counts_match_brute_force():
     below, ties = _below_and_ties(ordered, values, chunk=4)
     assert below == sum(int((ordered < v).sum()) for v in values)
     assert ties == sum(int((ordered == v).sum()) for v in values)
+
+
+def test_a_finding_with_no_positive_in_the_threshold_rows_has_no_curves() -> None:
+    """A small threshold split may hold no positive of a finding: it is skipped, not a crash."""
+    import pandas as pd
+
+    from radzero.eval import scoring
+
+    records = pd.DataFrame({"dice_findings": [["mass"]], "dice": [[[0.1, 0.4, 0.2]]]})
+    assert scoring._curves(records, "mass").shape == (1, 3)
+    assert scoring._curves(records, "nodule").shape == (0, 0)
+    assert scoring._curves(records.iloc[:0], "mass").shape == (0, 0)

@@ -266,4 +266,6 @@ def _curves(records: pd.DataFrame, finding: str) -> np.ndarray:
         for name, curve in zip(names, rows, strict=True)
         if name == finding
     ]
+    if not curves:  # no positive image of it here (e.g. a small threshold split)
+        return np.empty((0, 0))
     return np.asarray(curves, dtype=np.float64).reshape(len(curves), -1)

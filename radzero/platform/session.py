@@ -122,22 +122,38 @@ def connect() -> None:
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_EC2_METADATA_DISABLED",
-        API_SERVER_VARIABLE,
         ROOT_VARIABLE,
     )
-    if not os.environ.get("RAY_ADDRESS"):
-        # A local Ray: its dashboard on a known port, named to every process, so Ray Train's
-        # clean-up of a stopped trial finds this Ray's State API even when other Ray
-        # instances run on the machine (docs/tuning.md).
-        port = free_port()
-        os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
-    else:
-        options = {}
     given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
     env = {key: os.environ[key] for key in passed if key in os.environ and key not in given}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
+    else:
+        start_local_ray(env=env)
+
+
+def start_local_ray(
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    env: Mapping[str, str] | None = None,
+    logging_level: int | str = logging.WARNING,
+) -> None:
+    """Start a local Ray on 127.0.0.1 whose processes get ``env``.
+
+    Its dashboard listens on a free port that RAY_API_SERVER_ADDRESS names to every process,
+    so Ray Train's clean-up of a stopped Tune trial finds this Ray's State API even when other
+    Ray instances run on the machine (docs/tuning.md).
+    """
+    port = free_port()
+    os.environ[API_SERVER_VARIABLE] = address = f"http://127.0.0.1:{port}"
     ray.init(
-        runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING, **options
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        _temp_dir=temp_dir,
+        runtime_env={"env_vars": {**(env or {}), API_SERVER_VARIABLE: address}},
+        logging_level=logging_level,
     )
 
 
