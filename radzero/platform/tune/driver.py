@@ -31,8 +31,9 @@ from radzero.platform.features import FeaturesJobConfig, cache_location, compute
 from radzero.platform.lineage import model_card
 from radzero.platform.train import TrainJobConfig, train
 from radzero.platform.train.driver import _storage, export_best
+from radzero.platform.train.worker import history_uri
 from radzero.platform.tune.config import TuneJobConfig
-from radzero.platform.tune.progress import SweepProgress, error_message
+from radzero.platform.tune.progress import SweepProgress, last_line
 from radzero.platform.tune.space import ROW, Range, describe
 
 log = logging.getLogger("radzero.tune")
@@ -218,19 +219,19 @@ def score(config: TuneJobConfig, result: tune.Result, caches: dict[int, str]) ->
     checkpoint's test-split metrics (evaluated once; a rerun reads them back)."""
     point = dict(result.config["point"])
     trial = result.metrics.get("trial_id") or _trial_id(result)
+    job = config.trial_job(result.config["point"], name=trial)
     record: dict[str, Any] = {
         "trial": trial,
         "status": "errored" if result.error else "finished",
         "row": point.pop(ROW, None),
         "params": point,
-        "epochs": result.metrics.get("epoch"),
+        "epochs": _epochs_trained(job, result),
         "val_auc": None,
         "test": None,
-        "error": _message(result.error) if result.error else "",
+        "error": last_line(str(result.error)) if result.error else "",
     }
     if result.error:
         return record
-    job = config.trial_job(result.config["point"], name=trial)
     if stopped_early(job, record["epochs"]):
         record["status"] = "stopped"
     model, best = export_best(job)
@@ -256,6 +257,16 @@ def score(config: TuneJobConfig, result: tune.Result, caches: dict[int, str]) ->
     record["test"] = test_metrics(metrics)
     log.info("tune: trial %s on the test split: %s", trial, _line(record["test"]))
     return record
+
+
+def _epochs_trained(job: TrainJobConfig, result: tune.Result) -> int | None:
+    """The epochs in the trial's Train run history (a trial that finished before a restore
+    may come back from Tune without its last result), else its last reported epoch."""
+    uri = history_uri(job)
+    if storage.exists(uri):
+        history = json.loads(storage.read_text(uri))
+        return history[-1]["epoch"] if history else None
+    return result.metrics.get("epoch")
 
 
 def _trial_stopped(config: TuneJobConfig, trial: Any, epochs: int) -> bool:
@@ -364,13 +375,8 @@ def _trial_folder(trial: Any) -> str:
     return trial.trial_id
 
 
-def _message(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__
-
-
 def _line(test: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in test.items() if v is not None)
 
 
-__all__ = ["TrialHook", "describe", "ensure_caches", "error_message", "sweep", "test_metrics"]
+__all__ = ["TrialHook", "describe", "ensure_caches", "sweep", "test_metrics"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -59,7 +60,15 @@ class SweepProgress(tune.Callback):
 
 
 def error_message(trial: Any) -> str:
-    """The last line of a failed trial's error (its exception's message)."""
-    error = trial.get_pickled_error() or trial.get_error()
-    text = str(error or "unknown error").strip()
-    return text.splitlines()[-1] if text else "unknown error"
+    """The last line of a failed trial's error (its exception's message), from the error file
+    that Tune writes in the trial's local folder before it calls back (storage gets it later)."""
+    local = Path(trial.error_file) if trial.error_file else None
+    if local is not None and local.is_file():
+        return last_line(local.read_text())
+    return last_line(str(trial.get_pickled_error() or trial.get_error() or ""))
+
+
+def last_line(text: str) -> str:
+    """An error's last non-empty line (its exception's message), or "unknown error"."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "unknown error"
