@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 # Segmentation thresholds on the sigmoid map: the paper's 0.01 grid.
 THRESHOLDS: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))
@@ -33,6 +32,8 @@ def auc_per_class(
         raise ValueError(
             f"labels {labels.shape} and scores {scores.shape} must be (N, {len(names)})"
         )
+    from sklearn.metrics import roc_auc_score  # here: sklearn costs every Train process ~1 s
+
     per_class, positives, skipped = {}, {}, []
     for j, name in enumerate(names):
         known = ~np.isnan(labels[:, j])

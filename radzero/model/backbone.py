@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import transformers  # a lazy module: the DINOv2 classes load on first use
 from torch import nn
-from transformers import Dinov2Config, Dinov2Model
-from transformers.image_processing_utils import ImageProcessingMixin
 
 from radzero.model.config import VisionConfig
 from radzero.model.preprocess import PreprocessConfig, resolve_preprocess
+
+if TYPE_CHECKING:
+    from transformers import Dinov2Config
 
 
 class BackboneGeometry(NamedTuple):
@@ -27,9 +29,9 @@ def backbone_hf_config(vision: VisionConfig) -> Dinov2Config:
     Reads no weights (a hub checkpoint fetches its small JSON files only).
     """
     if vision.checkpoint:
-        return Dinov2Config.from_pretrained(vision.checkpoint)
+        return transformers.Dinov2Config.from_pretrained(vision.checkpoint)
     if vision.hf_config is not None:
-        return Dinov2Config(**vision.hf_config)
+        return transformers.Dinov2Config(**vision.hf_config)
     raise ValueError("vision config needs a checkpoint (hub id or path) or an hf_config")
 
 
@@ -44,7 +46,7 @@ def resolve_backbone_preprocess(
     hf_config = hf_config or backbone_hf_config(vision)
     processor = {}
     if vision.checkpoint:
-        processor, _ = ImageProcessingMixin.get_image_processor_dict(vision.checkpoint)
+        processor, _ = transformers.ImageProcessingMixin.get_image_processor_dict(vision.checkpoint)
     return resolve_preprocess(
         processor, image_size=vision.image_size, default_size=int(hf_config.image_size)
     )
@@ -80,11 +82,13 @@ class FrozenBackbone(nn.Module):
         super().__init__()
         hf_config = backbone_hf_config(config)
         if config.checkpoint:
-            self.model = Dinov2Model.from_pretrained(config.checkpoint, config=hf_config)
+            self.model = transformers.Dinov2Model.from_pretrained(
+                config.checkpoint, config=hf_config
+            )
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                self.model = Dinov2Model(hf_config)
+                self.model = transformers.Dinov2Model(hf_config)
         self.model.requires_grad_(False)
         self.model.eval()
         self.patch_size = int(hf_config.patch_size)
