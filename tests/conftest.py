@@ -19,6 +19,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Ray Train's polls every 0.2 s instead of 2 s, and no spot-preemption watcher actor (one
+# process fewer per run): seconds per Train run, dozens of runs. The driver passes both on to
+# Train's controller; the test cluster of test_jobs inherits them.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+_TRAIN_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 _AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 TINY_VISION = {
@@ -57,8 +63,7 @@ def ray_local(s3_endpoint: str) -> Iterator[None]:
     """
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    passed = (*_AWS_ENV, "HF_HUB_OFFLINE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    passed = (*_AWS_ENV, *_TRAIN_ENV, "HF_HUB_OFFLINE")
     with tempfile.TemporaryDirectory(prefix="ray-") as tmp:
         os.environ["RAY_TMPDIR"] = tmp
         start_local_ray(

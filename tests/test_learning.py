@@ -17,14 +17,20 @@ from radzero.platform.demo import demo_config, run_demo
 @pytest.mark.slow
 def test_training_on_phantoms_learns_to_classify_and_point(ray_local, tmp_path):
     config = demo_config(
-        {"out": str(tmp_path), "count": 1000, "optim": {"epochs": 8}, "figure_examples": 3}
+        {
+            "out": str(tmp_path),
+            "count": 1000,
+            "optim": {"epochs": 6, "lr": 2e-3},
+            "figure_examples": 3,
+        }
     )
     metrics = run_demo(config)
 
-    # Zero-shot AUC is well above chance (0.5) on held-out phantoms (about 0.83 here) ...
+    # Zero-shot AUC is well above chance (0.5) on held-out phantoms (0.79 to 0.83 here) ...
     assert metrics["auc"]["macro"] > 0.75, metrics["auc"]["per_class"]
-    # ... and for most positives the map's peak falls inside the lesion's box (about 0.62 at
-    # this small scale: 700 training images, 8 epochs; chance is about 0.07).
+    # ... and for most positives the map's peak falls inside the lesion's box (about 0.6 at
+    # this small scale: 700 training images, 6 epochs at twice the demo's rate; chance is
+    # about 0.07).
     pointing = metrics["pointing"]
     assert pointing["accuracy"] > 0.5 > 0.2 > pointing["chance"], pointing
     per_class = pointing["per_class"]
