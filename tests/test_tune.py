@@ -162,9 +162,9 @@ from radzero.platform.tune import TuneJobConfig, sweep
 steps, held_after = Path(sys.argv[2]), int(sys.argv[3])  # read here: workers have other argv
 
 def record(point, step, rank):
-    with open(steps / f"{point['similarity']}.txt", "a") as out:
+    with open(steps / f"{point['similarity']}-{point['multi_positive']}.txt", "a") as out:
         out.write(f"{step}\\n")
-    if step > held_after and (steps / f"hold-{point['similarity']}").exists():
+    if step > held_after and (steps / "hold").exists():
         time.sleep(3600)  # holds the trial in its second epoch until the driver is killed
 
 connect()
@@ -192,21 +192,15 @@ def _midway(run: Path) -> bool:
 def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     data, tmp_path, monkeypatch
 ) -> None:
-    """Two trials side by side; the dot one is held in its second epoch, and once the cos one
-    has finished the driver is killed. The same command again trains only what was left, from
-    the last checkpoint, then scores both trials, writes the ablation files, logs to MLflow and
-    registers the winner."""
+    """2 x 2 trials, two at a time. Once the first two finished, the other two are held in
+    their second epoch and the driver is killed; the same command again trains only what was
+    left, from the last checkpoints, then scores every trial, writes the ablation files, logs
+    to MLflow and registers the winner."""
     import ray
 
     out, steps = tmp_path / "sweep", tmp_path / "steps"
     steps.mkdir()
-    (steps / "hold-dot").touch()
-    config = _config(
-        data,
-        out,
-        space={"similarity": ["cos", "dot"], "multi_positive": True},
-        tracking={"mlflow_uri": "local"},
-    )
+    config = _config(data, out, tracking={"mlflow_uri": "local"})
     arguments = [json.dumps(to_dict(config)), str(steps), str(STEPS_PER_EPOCH)]
     command = [sys.executable, "-c", _DRIVER, *arguments]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
@@ -216,27 +210,34 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     trials = out / "trials"
     try:
         deadline = time.monotonic() + 400
-        while not (
-            (finished := {r.name for r in trials.glob("*") if (r / "summary.json").exists()})
-            and (saved := {r.name for r in trials.glob("*") if _midway(r)})
+        while (
+            len(finished := {r.name for r in trials.glob("*") if (r / "summary.json").exists()}) < 2
         ):
+            assert driver.poll() is None, "the first driver ended before two trials finished"
+            assert time.monotonic() < deadline, "two trials did not finish within 400 s"
+            time.sleep(0.2)
+        (steps / "hold").touch()  # the next two trials stop in their second epoch
+        while len(saved := {r.name for r in trials.glob("*") if _midway(r)}) < 2:
             assert driver.poll() is None, "the first driver ended before it was killed"
-            assert time.monotonic() < deadline, "no finished and no held trial within 400 s"
+            assert time.monotonic() < deadline, "no checkpoint of the last two within 400 s"
             time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
     before = _steps(steps)
-    (steps / "hold-dot").unlink()
+    (steps / "hold").unlink()
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = _steps(steps)
     summary = json.loads((out / "summary.json").read_text())
-    point = {r["trial"]: r["params"]["similarity"] for r in summary["trials"]}
-    assert sorted(point[t] for t in finished | saved) == ["cos", "dot"]
+    point = {
+        r["trial"]: f"{r['params']['similarity']}-{r['params']['multi_positive']}"
+        for r in summary["trials"]
+    }
+    assert sorted(after) == ["cos-False", "cos-True", "dot-False", "dot-True"]
     full = list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
-    for trial in finished:  # the finished trial was not trained again
+    for trial in finished:  # finished trials were not trained again
         assert after[point[trial]] == before[point[trial]] == full
     for trial in saved:  # continued after its last checkpointed epoch, not from step 1
         again = after[point[trial]][len(before[point[trial]]) :]
@@ -245,12 +246,12 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
         history = json.loads((trials / trial / "history.json").read_text())
         assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
 
-    assert [(r["status"], r["epochs"]) for r in summary["trials"]] == [("finished", EPOCHS)] * 2
+    assert [(r["status"], r["epochs"]) for r in summary["trials"]] == [("finished", EPOCHS)] * 4
     table = pd.read_csv(out / "ablation.csv")
-    assert len(table) == 2 and {"similarity", "test_auc", "dice"} <= set(table)
+    assert len(table) == 4 and {"similarity", "multi_positive", "test_auc", "dice"} <= set(table)
     assert (out / "ablation.png").stat().st_size > 10_000
     written = (out / "ablation.md").read_text()
-    assert f"| cos | {EPOCHS} |" in written and f"| dot-product | {EPOCHS} |" in written
+    assert f"| cos | yes | {EPOCHS} |" in written and f"| dot-product | no | {EPOCHS} |" in written
 
     # the winner (best validation AUC) is registered and scores as the sweep reported
     winner = max(summary["trials"], key=lambda r: r["val_auc"])
