@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import math
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -22,7 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from radzero.data.images import load_image, read_image, to_pixels
+from radzero.data.images import MAX_PIXELS, ImageTooLarge, load_image, read_image, to_pixels
 from radzero.model.preprocess import PreprocessConfig
 
 RNG = np.random.default_rng(0)
@@ -67,6 +70,31 @@ def _write_dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
 
 def _ramp(height: int = 32, width: int = 64, top: int = 4095) -> np.ndarray:
     return np.linspace(0, top, height * width).round().astype(np.uint16).reshape(height, width)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG header claiming ``width`` x ``height`` with one row of pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(bytes(width + 1), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if Pillow or pydicom starts decoding pixels."""
+
+    def decoded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", decoded)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    monkeypatch.setattr(Dataset, "pixel_array", property(decoded))
 
 
 # --- PNG / JPEG -------------------------------------------------------------------------------
@@ -187,6 +215,52 @@ def test_missing_file(tmp_path: Path) -> None:
         read_image(tmp_path / "nope.png")
 
 
+def test_too_large_is_a_value_error() -> None:
+    assert issubclass(ImageTooLarge, ValueError)  # preprocessing quarantines ValueErrors
+    assert MAX_PIXELS == 64 * 2**20
+
+
+def test_png_claiming_50000_squared_refused_without_decoding(
+    tmp_path: Path, no_decoding: None
+) -> None:
+    data = _png_claiming(50_000, 50_000)
+    assert len(data) < 500
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageTooLarge, match=r"bomb\.png.*2500000000 pixels"):
+        read_image(path)
+
+
+def test_png_over_default_limit_refused_without_decoding(no_decoding: None) -> None:
+    side = 9000
+    assert MAX_PIXELS < side * side <= Image.MAX_IMAGE_PIXELS  # our limit, not Pillow's
+    message = r"big\.png: header claims 9000x9000 = 81000000 pixels, over the limit of 67108864"
+    with pytest.raises(ImageTooLarge, match=message):
+        read_image(_png_claiming(side, side), name="big.png")
+
+
+def test_pillow_bomb_warning_is_an_error_only_inside_read_image(no_decoding: None) -> None:
+    side = math.isqrt(Image.MAX_IMAGE_PIXELS) + 1
+    assert Image.MAX_IMAGE_PIXELS < side * side <= 2 * Image.MAX_IMAGE_PIXELS
+    data = _png_claiming(side, side)
+    with pytest.raises(ImageTooLarge, match=rf"warn\.png.*{side * side} pixels"):
+        read_image(data, name="warn.png", max_pixels=10 * side * side)
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(io.BytesIO(data)).close()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_custom_pixel_limit(tmp_path: Path, fmt: str) -> None:
+    limit = 100 * 100
+    wide = _save(Image.new("L", (101, 100), 90), tmp_path / "wide.img", fmt)
+    with pytest.raises(ImageTooLarge, match=r"wide\.img.*101x100 = 10100 pixels.*limit of 10000"):
+        read_image(wide, max_pixels=limit)
+    square = _save(Image.new("L", (100, 100), 90), tmp_path / "square.img", fmt)
+    assert read_image(square, max_pixels=limit).shape == (100, 100)
+    with pytest.raises(ImageTooLarge, match=r"100x100 = 10000 pixels.*limit of 9999"):
+        load_image(square, PreprocessConfig(image_size=32), max_pixels=limit - 1)
+
+
 # --- DICOM ------------------------------------------------------------------------------------
 
 
@@ -276,11 +350,53 @@ def test_dicom_colour_converted_to_grey() -> None:
     np.testing.assert_allclose(read_image(path), expected, atol=1e-5)
 
 
-def test_dicom_multi_frame_rejected(tmp_path: Path) -> None:
+def test_dicom_multi_frame_rejected(tmp_path: Path, no_decoding: None) -> None:
     frames = np.stack([_ramp(), _ramp()])
     path = _write_dicom(tmp_path / "mf.dcm", frames, NumberOfFrames=2)
     with pytest.raises(ValueError, match=r"mf\.dcm.*multi-frame"):
         read_image(path)
+
+
+def _dicom_bytes(ds: Dataset, preamble: bool) -> bytes:
+    buf = io.BytesIO()
+    if preamble:
+        ds.save_as(buf, enforce_file_format=True)
+    else:
+        del ds.file_meta
+        ds.save_as(buf, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("preamble", [True, False])
+def test_dicom_claiming_60000_squared_refused_without_decoding(
+    no_decoding: None, preamble: bool
+) -> None:
+    data = _dicom_bytes(_dicom(_ramp(), Rows=60_000, Columns=60_000), preamble)
+    assert len(data) < 10_000
+    with pytest.raises(ImageTooLarge, match=r"x\.dcm.*60000x60000 = 3600000000 pixels"):
+        read_image(data, name="x.dcm")
+
+
+def test_dicom_million_frames_refused_without_decoding(no_decoding: None) -> None:
+    data = _dicom_bytes(_dicom(_ramp(), NumberOfFrames=1_000_000), preamble=True)
+    with pytest.raises(ImageTooLarge, match=r"x\.dcm.*64x32x1000000 frames"):
+        read_image(data, name="x.dcm")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "field"),
+    [
+        ({"BitsAllocated": 7, "BitsStored": 7}, "BitsAllocated is 7"),
+        ({"SamplesPerPixel": 2}, "SamplesPerPixel is 2"),
+        ({"Rows": 0}, "Rows is 0"),
+        ({"NumberOfFrames": -3}, "NumberOfFrames is -3"),
+    ],
+)
+def test_dicom_invalid_geometry_named(no_decoding: None, attrs: dict, field: str) -> None:
+    data = _dicom_bytes(_dicom(_ramp(), **attrs), preamble=True)
+    with pytest.raises(ValueError, match=rf"x\.dcm: DICOM {field}") as caught:
+        read_image(data, name="x.dcm")
+    assert not isinstance(caught.value, ImageTooLarge)
 
 
 def test_dicom_without_preamble_needs_dcm_name() -> None:

@@ -8,6 +8,7 @@ import functools
 import io
 import os
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from radzero.model.preprocess import PreprocessConfig
 from radzero.model.preprocess import resize as resize
 
 MIN_SIDE = 16
+MAX_PIXELS = 64 * 2**20  # about 8k x 8k; a chest radiograph is at most ~4k x 4k
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _PIL_CONVERSIONS = {"1": "L", "P": "RGBA", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB"}
@@ -47,20 +49,29 @@ _DECODE_ERRORS = (
     RuntimeError,
     struct.error,
     InvalidDicomError,
-    Image.DecompressionBombError,
 )
+_DICOM_SAMPLES = (1, 3)
+_DICOM_BITS = (1, 8, 16, 32)
 
 
-def read_image(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+class ImageTooLarge(ValueError):
+    """The image header claims more pixels than allowed; refused before any pixel is decoded."""
+
+
+def read_image(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Decode PNG/JPEG (8- and 16-bit) or DICOM into a float32 (H, W) grey array in [0, 1].
 
     ``source`` is a path or the raw file bytes; ``name`` labels the file in error messages.
     Failures raise ``ValueError`` naming the file; a missing path raises ``FileNotFoundError``.
+    A header claiming more than ``max_pixels`` pixels (all frames together), or more than
+    Pillow's ``Image.MAX_IMAGE_PIXELS``, raises :class:`ImageTooLarge` before any decoding.
     """
     data, label = _read_source(source, name)
     if not data:
         raise _error(label, "empty file")
-    gray = _decode(data, label)
+    gray = _decode(data, label, max_pixels)
     height, width = gray.shape
     if min(height, width) < MIN_SIDE:
         raise _error(label, f"image is {width}x{height} px, need at least {MIN_SIDE} per side")
@@ -92,10 +103,13 @@ def reuse_freed_memory(keep_mb: int = 256) -> bool:
 
 
 def load_image(
-    source: str | os.PathLike | bytes, cfg: PreprocessConfig, name: str | None = None
+    source: str | os.PathLike | bytes,
+    cfg: PreprocessConfig,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> torch.Tensor:
     """Decode ``source`` with :func:`read_image` and turn it into backbone input."""
-    return cfg(read_image(source, name))
+    return cfg(read_image(source, name, max_pixels=max_pixels))
 
 
 def _read_source(source: str | os.PathLike | bytes, name: str | None) -> tuple[bytes, str]:
@@ -118,19 +132,42 @@ def _decoding(label: str, what: str) -> Iterator[None]:
         raise _error(label, f"{what} ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode(data: bytes, label: str) -> np.ndarray:
+def _check_size(label: str, width: int, height: int, frames: int, max_pixels: int) -> None:
+    """Raise ImageTooLarge when a header's claimed size is over ``max_pixels`` pixels."""
+    claimed = width * height * frames
+    if claimed > max_pixels:
+        size = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        raise ImageTooLarge(
+            f"{label}: header claims {size} = {claimed} pixels, over the limit of {max_pixels}"
+        )
+
+
+@contextmanager
+def _refusing_bombs(label: str) -> Iterator[None]:
+    """Turn Pillow's decompression-bomb warning and error into ImageTooLarge, for this block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ImageTooLarge(f"{label}: {exc}") from exc
+
+
+def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     if data[128:132] == b"DICM":
-        return _decode_dicom(data, label, force=False)
-    img = _open_pil(data, label)
-    if img is not None:
-        with img:
-            return _decode_pil(img, label)
+        return _decode_dicom(data, label, max_pixels, force=False)
+    with _refusing_bombs(label):
+        img = _open_pil(data, label)
+        if img is not None:
+            with img:
+                return _decode_pil(img, label, max_pixels)
     if label.lower().endswith(".dcm"):
-        return _decode_dicom(data, label, force=True)
+        return _decode_dicom(data, label, max_pixels, force=True)
     raise _error(label, "not an image (expected PNG, JPEG or DICOM)")
 
 
 def _open_pil(data: bytes, label: str) -> Image.Image | None:
+    """Open the image, reading its header only; None when Pillow knows no such format."""
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -139,7 +176,8 @@ def _open_pil(data: bytes, label: str) -> Image.Image | None:
         raise _error(label, f"corrupt image header ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode_pil(img: Image.Image, label: str) -> np.ndarray:
+def _decode_pil(img: Image.Image, label: str, max_pixels: int) -> np.ndarray:
+    _check_size(label, *img.size, 1, max_pixels)
     if getattr(img, "n_frames", 1) > 1:
         raise _error(label, "multi-frame images are not supported")
     with _decoding(label, "corrupt or truncated image"):
@@ -180,16 +218,16 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float32) @ _LUMA
 
 
-def _decode_dicom(data: bytes, label: str, force: bool) -> np.ndarray:
+def _decode_dicom(data: bytes, label: str, max_pixels: int, force: bool) -> np.ndarray:
+    with _decoding(label, "cannot parse DICOM"):
+        header = pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=True)
+    _check_dicom_header(header, label, max_pixels)
     with _decoding(label, "cannot parse DICOM"):
         ds = pydicom.dcmread(io.BytesIO(data), force=force)
     if "PixelData" not in ds:
         raise _error(label, "DICOM file has no pixel data")
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if frames > 1:
-        raise _error(label, f"multi-frame DICOM ({frames} frames) is not supported")
     _check_decoder(ds, label)
-    with _decoding(label, "cannot decode DICOM pixel data"):
+    with _refusing_bombs(label), _decoding(label, "cannot decode DICOM pixel data"):
         arr = ds.pixel_array
     if int(ds.get("SamplesPerPixel") or 1) > 1:
         return _luminance(arr) / (2.0 ** int(ds.BitsStored) - 1)
@@ -200,6 +238,34 @@ def _decode_dicom(data: bytes, label: str, force: bool) -> np.ndarray:
     with _decoding(label, "invalid DICOM modality/VOI LUT"):
         gray = _monochrome(arr, ds)
     return 1.0 - gray if ds.get("PhotometricInterpretation") == "MONOCHROME1" else gray
+
+
+def _check_dicom_header(header: Dataset, label: str, max_pixels: int) -> None:
+    """Refuse an image geometry that is absent, malformed, too large or multi-frame."""
+    rows, columns, samples, bits, frames = (
+        _dicom_int(header, keyword, label)
+        for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "NumberOfFrames")
+    )
+    for keyword, side in (("Rows", rows), ("Columns", columns)):
+        if not side:
+            raise _error(label, f"DICOM {keyword} is {side}, need at least 1")
+    if samples not in _DICOM_SAMPLES:
+        raise _error(label, f"DICOM SamplesPerPixel is {samples}, expected 1 or 3")
+    if bits not in _DICOM_BITS:
+        raise _error(label, f"DICOM BitsAllocated is {bits}, expected 1, 8, 16 or 32")
+    frames = frames or 1
+    if frames < 1:
+        raise _error(label, f"DICOM NumberOfFrames is {frames}, need at least 1")
+    _check_size(label, columns, rows, frames, max_pixels)
+    if frames > 1:
+        raise _error(label, f"multi-frame DICOM ({frames} frames) is not supported")
+
+
+def _dicom_int(header: Dataset, keyword: str, label: str) -> int | None:
+    """A single integer header value, None when absent or empty."""
+    with _decoding(label, f"DICOM {keyword} is not one integer"):
+        value = header.get(keyword)
+        return None if value is None or value == "" else int(value)
 
 
 def _check_decoder(ds: Dataset, label: str) -> None:
