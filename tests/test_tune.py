@@ -296,7 +296,8 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
                     logged[int(epoch.value)] = auc[epoch.step]
         history = json.loads((trials / record["trial"] / "history.json").read_text())
         reported = {row["epoch"]: row["val_auc"] for row in history}
-        if record["trial"] in saved:  # its epoch-1 report may have died with the driver, whole or in part
+        # a held trial's epoch-1 report may have died with the driver, whole or in part
+        if record["trial"] in saved:
             reported = {e: v for e, v in reported.items() if e in logged or e > 1}
         assert logged == pytest.approx(reported)
 
