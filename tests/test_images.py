@@ -72,7 +72,7 @@ def _ramp(height: int = 32, width: int = 64, top: int = 4095) -> np.ndarray:
     return np.linspace(0, top, height * width).round().astype(np.uint16).reshape(height, width)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
+def png_claiming(width: int, height: int) -> bytes:
     """A valid 8-bit grey PNG header claiming ``width`` x ``height`` with one row of pixels."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -220,10 +220,10 @@ def test_too_large_is_a_value_error() -> None:
     assert MAX_PIXELS == 64 * 2**20
 
 
-def test_png_claiming_50000_squared_refused_without_decoding(
+def testpng_claiming_50000_squared_refused_without_decoding(
     tmp_path: Path, no_decoding: None
 ) -> None:
-    data = _png_claiming(50_000, 50_000)
+    data = png_claiming(50_000, 50_000)
     assert len(data) < 500
     path = tmp_path / "bomb.png"
     path.write_bytes(data)
@@ -236,13 +236,13 @@ def test_png_over_default_limit_refused_without_decoding(no_decoding: None) -> N
     assert MAX_PIXELS < side * side <= Image.MAX_IMAGE_PIXELS  # our limit, not Pillow's
     message = r"big\.png: header claims 9000x9000 = 81000000 pixels, over the limit of 67108864"
     with pytest.raises(ImageTooLarge, match=message):
-        read_image(_png_claiming(side, side), name="big.png")
+        read_image(png_claiming(side, side), name="big.png")
 
 
 def test_pillow_bomb_warning_is_an_error_only_inside_read_image(no_decoding: None) -> None:
     side = math.isqrt(Image.MAX_IMAGE_PIXELS) + 1
     assert Image.MAX_IMAGE_PIXELS < side * side <= 2 * Image.MAX_IMAGE_PIXELS
-    data = _png_claiming(side, side)
+    data = png_claiming(side, side)
     with pytest.raises(ImageTooLarge, match=rf"warn\.png.*{side * side} pixels"):
         read_image(data, name="warn.png", max_pixels=10 * side * side)
     with pytest.warns(Image.DecompressionBombWarning):

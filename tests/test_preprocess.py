@@ -33,6 +33,7 @@ from radzero.platform import outputs
 from radzero.platform.features import FeaturesJobConfig, compute_features, read_features
 from radzero.platform.preprocess import PreprocessJobConfig, preprocess, read_prepared
 from tests.conftest import TINY_VISION
+from tests.test_images import png_claiming
 
 GOOD = 12
 NO_FINDINGS_REPORT = "EXAMINATION: Chest radiograph, PA view.\nCOMPARISON: None."
@@ -46,12 +47,14 @@ def _broken_rows(folder: Path, template: dict) -> list[dict]:
     (images / "notes.png").write_text("radiology notes, not pixels")
     noise = np.random.default_rng(0).integers(0, 255, (1400, 1400), dtype=np.uint8)
     Image.fromarray(noise).save(images / "huge.png")  # about 2 MB of incompressible noise
+    (images / "bomb.png").write_bytes(png_claiming(50_000, 50_000))  # 2.5 Gpx in its header
     row = {**template, "sentences": ""}
     return [
         {**row, "image": "images/missing.png", "expect": "missing file"},
         {**row, "image": "images/truncated.png", "expect": "corrupt image"},
         {**row, "image": "images/notes.png", "expect": "unsupported format"},
         {**row, "image": "images/huge.png", "expect": "oversized image"},
+        {**row, "image": "images/bomb.png", "expect": "oversized image"},
         {**row, "image": "images/000001.png", "report": "", "expect": "empty report"},
         {
             **row,

@@ -26,7 +26,7 @@ from PIL import Image
 
 from radzero import storage
 from radzero.data.hashing import content_hash, unit_interval
-from radzero.data.images import read_image, resize, reuse_freed_memory
+from radzero.data.images import ImageTooLarge, read_image, resize, reuse_freed_memory
 from radzero.data.manifest import ID_COLUMNS
 from radzero.data.sentences import extract_findings
 from radzero.data.splits import SPLITS, normalise_split
@@ -199,6 +199,8 @@ def _prepare_row(row: dict[str, Any], resolutions: list[int], max_bytes: int) ->
         result["error"], result["reason"] = bad.category, bad.detail
     except FileNotFoundError as err:
         result["error"], result["reason"] = "missing file", str(err)
+    except ImageTooLarge as err:
+        result["error"], result["reason"] = "oversized image", str(err)
     except ValueError as err:
         message = str(err)
         unsupported = "not an image" in message or "unsupported" in message

@@ -98,16 +98,18 @@ class RadZero(nn.Module):
         *,
         images: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Zero-shot probabilities (B, F): sigmoid of the logit of "There is {finding}".
 
-        Give exactly one of ``images`` (preprocessed pixels (B, C, S, S)) or ``features``
-        (cached backbone tokens (B, 1 + L, D)). With several templates the logits of one
-        finding are averaged before the sigmoid.
+        Give exactly one of ``images`` (preprocessed pixels (B, C, S, S)), ``features``
+        (cached backbone tokens (B, 1 + L, D)) or ``tokens`` (what :meth:`encode_image`
+        returned for them). With several templates the logits of one finding are averaged
+        before the sigmoid.
         """
         templates = list(templates or self.config.templates)
         prompts = [t.format(f) for f in findings for t in templates]
-        tokens = self._tokens("classify", images, features)
+        tokens = self._tokens("classify", images, features, tokens)
         logits, _ = self.score(tokens, self.encode_text(prompts))
         logits = logits.view(logits.shape[0], len(findings), len(templates)).mean(-1)
         return logits.sigmoid()
@@ -119,27 +121,34 @@ class RadZero(nn.Module):
         *,
         images: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
         size: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Pixel-level similarity maps (B, P, H, W) in [0, 1] for free-text phrases.
 
-        Give exactly one of ``images`` or ``features``, as for :meth:`classify`. The patch
-        scores (CLS dropped) on the patch grid, bilinearly upsampled to ``size`` (default: the
-        model's input size; align_corners=False), then a sigmoid.
+        Give exactly one of ``images``, ``features`` or ``tokens``, as for :meth:`classify`.
+        The patch scores (CLS dropped) on the patch grid, bilinearly upsampled to ``size``
+        (default: the model's input size; align_corners=False), then a sigmoid.
         """
-        tokens = self._tokens("similarity_maps", images, features)
+        tokens = self._tokens("similarity_maps", images, features, tokens)
         _, scores = self.score(tokens, self.encode_text(list(phrases)), return_scores=True)
         size = size or (self.preprocess.image_size,) * 2
         return patch_scores_to_maps(scores, self.config.align.include_cls, size)
 
     def _tokens(
-        self, caller: str, images: torch.Tensor | None, features: torch.Tensor | None
+        self,
+        caller: str,
+        images: torch.Tensor | None,
+        features: torch.Tensor | None,
+        tokens: torch.Tensor | None,
     ) -> torch.Tensor:
-        if (images is None) == (features is None):
+        if sum(given is not None for given in (images, features, tokens)) != 1:
             raise TypeError(
-                f"{caller}() takes exactly one of images= (preprocessed pixels) or features= "
-                "(cached backbone tokens)"
+                f"{caller}() takes exactly one of images= (preprocessed pixels), features= "
+                "(cached backbone tokens) or tokens= (encode_image's output)"
             )
+        if tokens is not None:
+            return tokens
         return self.image_tokens(self.backbone_tokens(images) if features is None else features)
 
     # -- persistence ------------------------------------------------------------------------

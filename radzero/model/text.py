@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,10 +36,11 @@ class TextEncoder(nn.Module):
     Mean pooling as configured by the checkpoint, without its Normalize module (the
     authors' text embedding is not L2-normalised before the shared LayerNorm). A linear
     projection maps to the vision width when the two differ. A frozen encoder keeps the
-    embeddings of up to ``CACHE_SIZE`` sentences, so repeated findings cost nothing.
+    embeddings of the ``cache_size`` sentences used last (least recently used go first), so
+    repeated findings and phrases cost nothing.
     """
 
-    CACHE_SIZE = 100_000
+    cache_size = 100_000
 
     def __init__(self, config: TextConfig, out_dim: int) -> None:
         super().__init__()
@@ -52,7 +54,7 @@ class TextEncoder(nn.Module):
         self.encoder = nn.Sequential(*(m for m in model if not isinstance(m, Normalize)))
         width = model.get_embedding_dimension()
         self.proj = nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         if not config.trainable:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -79,11 +81,14 @@ class TextEncoder(nn.Module):
             return self._run(unique)
         missing = [text for text in unique if text not in self._cache]
         if missing:
-            if len(self._cache) + len(missing) > self.CACHE_SIZE:
-                self._cache.clear()
             with torch.no_grad():
                 self._cache.update(zip(missing, self._run(missing), strict=True))
-        return torch.stack([self._cache[text] for text in unique])
+        for text in unique:
+            self._cache.move_to_end(text)
+        embedded = torch.stack([self._cache[text] for text in unique])
+        while len(self._cache) > max(self.cache_size, len(unique)):
+            self._cache.popitem(last=False)
+        return embedded
 
     def _run(self, texts: list[str]) -> torch.Tensor:
         device = next(self.encoder.parameters()).device

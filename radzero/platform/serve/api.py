@@ -1,8 +1,6 @@
 """The HTTP ingress: FastAPI routes that check a request, hand it to the model deployment and
 turn its answer (or its refusal) into a response. Routes and status codes: docs/serving.md."""
 
-from __future__ import annotations
-
 import base64
 import binascii
 import hmac
@@ -84,6 +82,12 @@ def _request_body(task: Task) -> dict[str, Any]:
             },
         }
     }
+
+
+def _validation_detail(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
+    )
 
 
 api = FastAPI(
@@ -233,9 +237,7 @@ class Ingress:
         elif kind == "application/json":
             image, name, values = await self._read_json(request)
         else:
-            raise self._refuse(
-                415, "content_type", "send multipart/form-data or application/json"
-            )
+            raise self._refuse(415, "content_type", "send multipart/form-data or application/json")
         try:
             fields = FIELDS[task].model_validate(values)
         except ValidationError as err:
@@ -257,7 +259,7 @@ class Ingress:
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise self._refuse(422, "fields", "image: send the image as a file field 'image'")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {TEXTS[task]: []}  # none sent: "give 1 to N", not "missing"
         for key in form:
             if key == "image":
                 continue
@@ -320,9 +322,3 @@ class Ingress:
     def _refuse(self, status: int, reason: str, detail: str) -> HTTPException:
         self._rejected.inc(tags={"reason": reason})
         return HTTPException(status_code=status, detail=detail)
-
-
-def _validation_detail(err: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()
-    )

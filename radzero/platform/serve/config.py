@@ -35,7 +35,7 @@ class AutoscalingSection:
     target_ongoing_requests: float = 8.0
     upscale_delay_s: float = 10.0
     downscale_delay_s: float = 60.0
-    look_back_period_s: float = 10.0
+    look_back_period_s: float = 15.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
