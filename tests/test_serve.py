@@ -17,81 +17,22 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from radzero import registry
 from radzero.data import phantom
 from radzero.data.images import load_image
 from radzero.inference import decode_rle
-from radzero.model.radzero import RadZero, create_model
-from radzero.platform.session import free_port
-from tests.conftest import TINY_CONFIG
+from radzero.model.radzero import RadZero
+from tests.serving import (
+    FINDINGS,
+    KEY,
+    PHRASES,
+    RUNTIME_ENV,
+    THRESHOLD,
+    register_tiny,
+    serve_test_config,
+)
 from tests.test_images import png_claiming
 
 pytestmark = pytest.mark.slow
-
-FINDINGS = ["pleural effusion", "cardiomegaly"]
-PHRASES = ["left pleural effusion", "enlarged heart"]
-KEY = "test-key-0123"
-THRESHOLD = 0.45  # the card's: chosen on validation Dice
-# The replicas' environment: the API key, and autoscaling metrics every 0.5 s (not 10 s)
-RUNTIME_ENV = {
-    "env_vars": {
-        "RADZERO_TEST_API_KEY": KEY,
-        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-    }
-}
-
-
-def _register(root: Path, seed: int, card: dict, aliases: tuple[str, ...] = ()) -> int:
-    torch.manual_seed(seed)
-    folder = create_model(TINY_CONFIG).save_pretrained(str(root.parent / f"model-{seed}"))
-    return registry.register(folder, "tiny", card, root=str(root), aliases=aliases)
-
-
-def _config(root: Path, port: int, **changes):
-    from radzero.platform.serve import ServeJobConfig
-    from radzero.platform.serve.config import AutoscalingSection, BatchingSection, LimitsSection
-
-    fields = {
-        "model": "tiny@best",
-        "registry": str(root),
-        "port": port,
-        "batching": BatchingSection(max_batch_size=4, wait_s=0.05),
-        "autoscaling": AutoscalingSection(
-            min_replicas=1,
-            max_replicas=2,
-            target_ongoing_requests=1,
-            upscale_delay_s=1,
-            downscale_delay_s=4,
-            look_back_period_s=2,
-        ),
-        "limits": LimitsSection(max_body_mb=8, max_phrases=4, max_phrase_chars=60),
-        "max_ongoing_requests": 4,
-        "max_queued_requests": 4,
-        "retry_after_s": 1,
-        "model_cpus": 0.4,
-        "strict_findings": True,
-        "api_key_env": "RADZERO_TEST_API_KEY",
-        **changes,
-    }
-    return ServeJobConfig(**fields)
-
-
-@pytest.fixture(scope="module")
-def served(ray_local, tmp_path_factory):
-    """The app on 127.0.0.1 with a tiny registered model; yields (base URL, config, root)."""
-    from ray import serve
-
-    from radzero.platform.serve import deploy
-
-    root = tmp_path_factory.mktemp("serve") / "registry"
-    _register(root, 0, {"metrics": {"test": {"dice_threshold": THRESHOLD}}}, ("best",))
-    config = _config(root, free_port())
-    deploy(config, RUNTIME_ENV)
-    try:
-        yield f"http://127.0.0.1:{config.port}", config, root
-    finally:
-        serve.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -379,10 +320,10 @@ def test_a_new_version_swaps_in_and_a_bad_reference_keeps_the_old(served, http, 
 
     url, config, root = served
     before = _post(http, served, "/v1/classify", images["png"], findings=FINDINGS).json()
-    assert _register(root, 1, {"metrics": {}}) == 2
+    assert register_tiny(root, 1, {"metrics": {}}) == 2
 
     def swap(model: str, done) -> dict:
-        deploy(_config(root, config.port, model=model), RUNTIME_ENV)
+        deploy(serve_test_config(root, config.port, model=model), RUNTIME_ENV)
         deadline = time.monotonic() + 60
         while not done(info := http.get(url + "/v1/model", timeout=30).json()):
             assert time.monotonic() < deadline, f"no swap to {model} within 60 s: {info}"
