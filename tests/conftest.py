@@ -14,6 +14,8 @@ import pytest
 
 from radzero.platform.session import start_local_ray
 
+pytest_plugins = ["tests.serving"]  # the Serve tests' session-wide application
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray on loopback without token auth (nothing else can reach it), its files in a temp folder.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
