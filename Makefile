@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean serve-yaml
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/preprocess.py
 	HF_HUB_OFFLINE=1 $(PY) bench/train.py
 	HF_HUB_OFFLINE=1 $(PY) bench/tune.py
+
+serve-yaml: $(STAMP)
+	$(VENV)/bin/serve build radzero.platform.serve:app -o deploy/serve.yaml
+	$(PY) deploy/edit_serve_yaml.py deploy/serve.yaml
 
 clean:
 	rm -rf runs .pytest_cache

@@ -261,6 +261,7 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     card = registry.read_card("tiny@best")
     assert card["lineage"]["sweep"]["trial"] == winner["trial"]
     assert card["metrics"]["test"]["auc"] == pytest.approx(winner["test"]["auc"])
+    assert 0 < card["metrics"]["test"]["dice_threshold"] < 1  # the served default (serving.md)
     assert card["lineage"]["prepared_fingerprint"] and card["lineage"]["feature_cache"]
     assert PreprocessConfig.from_dict(card["preprocess"]) == model.preprocess
     assert card["config"]["model"]["similarity"] == winner["params"]["similarity"]

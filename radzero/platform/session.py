@@ -18,6 +18,18 @@ from radzero.config import load_config, path_fields
 
 ROOT_VARIABLE = "RADZERO_ROOT"
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
+PASSED_VARIABLES = (
+    "HF_HUB_OFFLINE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_EC2_METADATA_DISABLED",
+    ROOT_VARIABLE,
+)
 
 T = TypeVar("T")
 
@@ -112,24 +124,27 @@ def connect() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     if ray.is_initialized():
         return
-    passed = (
-        "HF_HUB_OFFLINE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_EC2_METADATA_DISABLED",
-        ROOT_VARIABLE,
-    )
     given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
-    env = {key: os.environ[key] for key in passed if key in os.environ and key not in given}
+    env = {key: value for key, value in passed_env().items() if key not in given}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
     else:
         start_local_ray(env=env)
+
+
+def passed_env() -> dict[str, str]:
+    """The variables of this process that every Ray process of a job gets too: hub access,
+    the AWS settings of storage, RADZERO_ROOT."""
+    return {key: os.environ[key] for key in PASSED_VARIABLES if key in os.environ}
+
+
+def job_runtime_env() -> dict[str, Any]:
+    """What a job's own Ray processes run with, for what it starts to outlive it (a Serve
+    application): ``ray job submit``'s runtime_env (its working_dir holds the code) with
+    :func:`passed_env` added to its env_vars."""
+    submitted = dict(_submitted_runtime_env())
+    env_vars = {**passed_env(), **(submitted.get("env_vars") or {})}
+    return {**submitted, "env_vars": env_vars}
 
 
 def start_local_ray(

@@ -27,11 +27,12 @@ def deployment_options(config: ServeJobConfig) -> dict[str, dict[str, Any]]:
     model_actor: dict[str, Any] = {"num_cpus": config.model_cpus}
     if config.model_gpus:
         model_actor["num_gpus"] = config.model_gpus
+    backpressure = {"status_code": 503, "retry_after_s": config.retry_after_s}
     return {
         MODEL: {
             "max_ongoing_requests": config.max_ongoing_requests,
             "max_queued_requests": config.max_queued_requests,
-            "backpressure_config": {"status_code": 503, "retry_after_s": config.retry_after_s},
+            "backpressure_config": backpressure,
             "user_config": config.model_user_config(),
             "autoscaling_config": {
                 "min_replicas": scaling.min_replicas,
@@ -46,6 +47,9 @@ def deployment_options(config: ServeJobConfig) -> dict[str, dict[str, Any]]:
         },
         INGRESS: {
             "num_replicas": config.ingress_replicas,
+            "max_ongoing_requests": config.ingress_max_ongoing_requests,
+            "max_queued_requests": config.ingress_max_ongoing_requests,
+            "backpressure_config": backpressure,
             "user_config": config.ingress_user_config(),
             "ray_actor_options": {"num_cpus": config.ingress_cpus},
         },

@@ -80,6 +80,11 @@ class ServeJobConfig:
     neither the request nor the model's card gives one. ``api_key_env`` names an environment
     variable of the replicas holding the key that ``/v1/*`` requests must send as
     ``Authorization: Bearer <key>``.
+
+    Each model replica works on ``max_ongoing_requests`` and queues ``max_queued_requests``
+    more; beyond that a request gets 503 with ``Retry-After: retry_after_s``. The ingress
+    takes up to ``ingress_max_ongoing_requests`` at once per replica (the same 503 beyond
+    that, as many again queued), so the model's queue is what fills first.
     """
 
     model: str = "radzero-local@best"
@@ -96,6 +101,7 @@ class ServeJobConfig:
     model_gpus: float = 0.0
     ingress_cpus: float = 0.1
     ingress_replicas: int = 1
+    ingress_max_ongoing_requests: int = 128
     max_ongoing_requests: int = 16
     max_queued_requests: int = 64
     retry_after_s: float = 2.0
@@ -114,6 +120,8 @@ class ServeJobConfig:
             )
         if self.max_queued_requests < 1 and self.max_queued_requests != -1:
             raise ValueError("config max_queued_requests must be >= 1 (or -1: no limit)")
+        if self.ingress_max_ongoing_requests < 1:
+            raise ValueError("config ingress_max_ongoing_requests must be >= 1")
         if self.model_cpus <= 0 or self.ingress_cpus <= 0:
             raise ValueError("config model_cpus and ingress_cpus must be > 0")
         if self.model_gpus < 0 or self.ingress_replicas < 1 or self.text_cache_size < 1:

@@ -17,7 +17,7 @@ from ray.serve.metrics import Counter, Histogram
 from radzero import registry, storage
 from radzero.inference import InputError, Query, answer_batch
 from radzero.model.radzero import RadZero
-from radzero.platform.session import default_device
+from radzero.platform.session import default_device, resolve_path
 
 log = logging.getLogger("ray.serve")
 
@@ -54,8 +54,13 @@ class LoadedModel:
 
 def load_model(reference: str, root: str | None) -> LoadedModel:
     """Build the model ``reference`` names (a registry reference, a folder or a URI) and read
-    its card (the registry's, else a ``card.json`` beside the weights)."""
-    uri = registry.resolve(reference, root) if registry.is_reference(reference) else reference
+    its card (the registry's, else a ``card.json`` beside the weights). Relative paths are
+    taken from $RADZERO_ROOT, else the working directory."""
+    root = resolve_path(root) if root else None
+    if registry.is_reference(reference):
+        uri = registry.resolve(reference, root)
+    else:
+        uri = resolve_path(reference)
     model = RadZero.from_pretrained(uri).eval().to(default_device())
     card_uri = storage.join(uri, registry.CARD_NAME)
     card = json.loads(storage.read_text(card_uri)) if storage.exists(card_uri) else None

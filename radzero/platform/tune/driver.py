@@ -282,14 +282,19 @@ def stopped_early(job: TrainJobConfig, epochs: int | None) -> bool:
 
 
 def test_metrics(metrics: dict) -> dict[str, float | None]:
-    """The ablation's test columns from an evaluation's ``metrics.json``."""
+    """The ablation's test columns from an evaluation's ``metrics.json``, and the mean of the
+    per-finding Dice thresholds chosen on validation."""
     pointing = metrics.get("pointing") or {}
     key = "accuracy" if metrics.get("benchmark") == "mscxr" else "mean_over_classes"
+    segmentation = metrics.get("segmentation") or {}
+    thresholds = [c["threshold"] for c in (segmentation.get("per_class") or {}).values()]
     return {
         "auc": (metrics.get("auc") or {}).get("macro"),
         "pointing": pointing.get(key),
         "pointing_chance": pointing.get("chance"),
-        "dice": (metrics.get("segmentation") or {}).get("dice"),
+        "dice": segmentation.get("dice"),
+        # the served model's default segmentation threshold (docs/serving.md)
+        "dice_threshold": sum(thresholds) / len(thresholds) if thresholds else None,
     }
 
 
