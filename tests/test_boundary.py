@@ -1,6 +1,6 @@
 """The library's import boundaries, each checked in a fresh interpreter.
 
-The model, data, eval, config, storage and registry modules are the part a notebook or another
+The model, data, eval, config, storage, registry and inference modules are the part a notebook or another
 framework uses without Ray (docs/architecture.md), and the figures leave the caller's matplotlib
 as it was.
 """
@@ -24,6 +24,7 @@ WITHOUT_RAY = (
     "radzero.config",
     "radzero.storage",
     "radzero.registry",
+    "radzero.inference",
 )
 
 _IMPORT_ALL = """
@@ -86,7 +87,7 @@ def test_the_library_without_the_platform_never_imports_ray() -> None:
     found = _fresh_python(_IMPORT_ALL, *WITHOUT_RAY)
     assert found["first_with_ray"] is None, f"importing {found['first_with_ray']} imports ray"
     # The walk reached every module file of those packages, so a new one is covered too.
-    files = {"radzero.config", "radzero.storage", "radzero.registry"}
+    files = {"radzero.config", "radzero.storage", "radzero.registry", "radzero.inference"}
     for package in WITHOUT_RAY[:3]:
         for path in (ROOT / package.replace(".", "/")).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
