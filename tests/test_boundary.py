@@ -1,8 +1,8 @@
 """The library's import boundaries, each checked in a fresh interpreter.
 
-The model, data, eval, config, storage, registry and inference modules are the part a notebook or another
-framework uses without Ray (docs/architecture.md), and the figures leave the caller's matplotlib
-as it was.
+The model, data, eval, config, storage, registry and inference modules are the part a notebook
+or another framework uses without Ray (docs/architecture.md), and the figures leave the caller's
+matplotlib as it was.
 """
 
 from __future__ import annotations
