@@ -3,6 +3,7 @@ as an Application (``serve run``) or as a Serve config file (``serve deploy``, a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,7 @@ from ray.serve import Application
 from radzero.platform.serve.api import Ingress
 from radzero.platform.serve.config import ServeJobConfig
 from radzero.platform.serve.model import ModelReplica
+from radzero.platform.session import actor_gpus
 
 IMPORT_PATH = "radzero.platform.serve:app"
 MODEL, INGRESS = "RadZeroModel", "RadZeroAPI"
@@ -102,12 +104,15 @@ def deploy(
     config: ServeJobConfig, runtime_env: Mapping[str, Any] | None = None, timeout_s: float = 300
 ) -> None:
     """Deploy :func:`serve_config` of ``config`` on the connected Ray, as ``serve deploy`` does,
-    and wait until it runs. Deployed this way, a later call that changes only a
+    and wait until it runs (``model_gpus`` None: a GPU per model replica when the cluster has
+    GPUs). Deployed this way, a later call that changes only a
     ``user_config`` (another model, other limits) reconfigures the running replicas in place;
     ``serve.run`` would replace them."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
+    if config.model_gpus is None:
+        config = dataclasses.replace(config, model_gpus=actor_gpus(None))
     serve.start(http_options=http_options(config))
     schema = ServeDeploySchema.model_validate(serve_config(config, runtime_env))
     _get_global_client().deploy_apps(schema)

@@ -79,7 +79,8 @@ class ServeJobConfig:
     finding vocabulary of preprocessing); ``threshold`` is the segmentation threshold when
     neither the request nor the model's card gives one. ``api_key_env`` names an environment
     variable of the replicas holding the key that ``/v1/*`` requests must send as
-    ``Authorization: Bearer <key>``.
+    ``Authorization: Bearer <key>``. ``model_gpus`` None: one GPU per model replica when the
+    cluster :func:`deploy` runs on has GPUs, else none.
 
     Each model replica works on ``max_ongoing_requests`` and queues ``max_queued_requests``
     more; beyond that a request gets 503 with ``Retry-After: retry_after_s``. The ingress
@@ -98,7 +99,7 @@ class ServeJobConfig:
     autoscaling: AutoscalingSection = field(default_factory=AutoscalingSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     model_cpus: float = 0.5
-    model_gpus: float = 0.0
+    model_gpus: float | None = None
     ingress_cpus: float = 0.1
     ingress_replicas: int = 1
     ingress_max_ongoing_requests: int = 128
@@ -124,7 +125,7 @@ class ServeJobConfig:
             raise ValueError("config ingress_max_ongoing_requests must be >= 1")
         if self.model_cpus <= 0 or self.ingress_cpus <= 0:
             raise ValueError("config model_cpus and ingress_cpus must be > 0")
-        if self.model_gpus < 0 or self.ingress_replicas < 1 or self.text_cache_size < 1:
+        if (self.model_gpus or 0) < 0 or self.ingress_replicas < 1 or self.text_cache_size < 1:
             raise ValueError(
                 "config model_gpus must be >= 0, ingress_replicas and text_cache_size >= 1"
             )
