@@ -58,6 +58,7 @@ FIELDS: dict[Task, type[_Fields]] = {
     "segment": SegmentFields,
 }
 TEXTS = {"classify": "findings", "ground": "phrases", "segment": "phrases"}
+LIST_FIELDS = ("findings", "templates", "phrases")  # repeated fields of a multipart form
 
 
 def _request_body(task: Task) -> dict[str, Any]:
@@ -264,9 +265,7 @@ class Ingress:
             if key == "image":
                 continue
             listed = form.getlist(key)
-            single = FIELDS[task].model_fields.get(key)
-            is_list = single is not None and "list" in str(single.annotation)
-            values[key] = listed if is_list else listed[-1]
+            values[key] = listed if key in LIST_FIELDS else listed[-1]
         return await upload.read(), upload.filename or "upload", values
 
     async def _read_json(self, request: Request) -> tuple[bytes, str, dict]:
