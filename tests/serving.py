@@ -1,4 +1,4 @@
-"""The served application the Serve tests share: one Serve on 127.0.0.1 for the session,
+"""The served application the Serve tests share: one Serve on 127.0.0.1 per module,
 a tiny model in a registry of its own, the API key and the test config."""
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def serve_test_config(root: Path, port: int, **changes):
     return ServeJobConfig(**fields)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory):
     """The app on 127.0.0.1 with a tiny registered model ("tiny@best", version 1), deployed
-    as ``serve deploy`` does: yields (base URL, config, registry root). Shut down at the end
-    of the session."""
+    as ``serve deploy`` does: yields (base URL, config, registry root). Shut down after the
+    module, so its replicas' CPUs are free for the tests after it."""
     from ray import serve
 
     from radzero.platform.serve import deploy
