@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -291,22 +292,29 @@ def _replicas(name: str) -> int:
 
 
 def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(served, http, images):
+    """8 clients against target_ongoing_requests 1: a second replica runs; when the load
+    stops, it goes (downscale delay 4 s)."""
     name = served[1].name
     deadline = time.monotonic() + 60
     while _replicas(name) != 1:  # back to one after the tests before
         assert time.monotonic() < deadline, "the model did not scale back to 1 replica"
         time.sleep(1)
-    stop = time.monotonic() + 40
+    scaled = threading.Event()
 
-    def load(_: int) -> int:
-        seen = 1
-        while time.monotonic() < stop and seen < 2:
+    def load(_: int) -> None:
+        stop = time.monotonic() + 90
+        while not scaled.is_set() and time.monotonic() < stop:
             _post(http, served, "/v1/classify", images["png"], findings=FINDINGS)
-            seen = max(seen, _replicas(name))
-        return seen
 
-    with ThreadPoolExecutor(6) as pool:
-        assert max(pool.map(load, range(6))) == 2, "no second replica within 40 s of load"
+    with ThreadPoolExecutor(8) as pool:
+        clients = [pool.submit(load, i) for i in range(8)]
+        deadline = time.monotonic() + 90
+        while _replicas(name) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        scaled.set()
+        for client in clients:
+            client.result()
+    assert time.monotonic() < deadline, "no second replica running within 90 s of load"
     deadline = time.monotonic() + 60
     while _replicas(name) != 1:
         assert time.monotonic() < deadline, "the second replica was not removed within 60 s"
