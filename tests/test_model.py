@@ -50,22 +50,27 @@ def test_inference_api_shapes_and_ranges(tiny_config):
     assert maps.shape == (2, 2, 64, 64) and maps.min() >= 0 and maps.max() <= 1
 
 
-def test_cached_features_stand_in_for_images_and_exactly_one_is_required(tiny_config):
+def test_cached_features_or_tokens_stand_in_for_images_and_exactly_one_is_required(tiny_config):
     model = build(tiny_config)
     pixels = torch.randn(2, 3, 64, 64)
     features = model.backbone_tokens(pixels)
-    torch.testing.assert_close(
-        model.classify(["effusion"], features=features), model.classify(["effusion"], images=pixels)
-    )
-    torch.testing.assert_close(
-        model.similarity_maps(["mass"], features=features),
-        model.similarity_maps(["mass"], images=pixels),
-    )
+    tokens = model.encode_image(pixels)
+    for given in ({"features": features}, {"tokens": tokens}):
+        torch.testing.assert_close(
+            model.classify(["effusion"], **given), model.classify(["effusion"], images=pixels)
+        )
+        torch.testing.assert_close(
+            model.similarity_maps(["mass"], **given),
+            model.similarity_maps(["mass"], images=pixels),
+        )
+    one = r"exactly one of images= .*, features= .* or tokens="
     for call in (model.classify, model.similarity_maps):
-        with pytest.raises(TypeError, match=r"exactly one of images= .* or features="):
+        with pytest.raises(TypeError, match=one):
             call(["effusion"])
-        with pytest.raises(TypeError, match=r"exactly one of images= .* or features="):
+        with pytest.raises(TypeError, match=one):
             call(["effusion"], images=pixels, features=features)
+        with pytest.raises(TypeError, match=one):
+            call(["effusion"], features=features, tokens=tokens)
 
 
 def test_maps_are_the_upsampled_sigmoid_of_the_patch_scores(tiny_config):
