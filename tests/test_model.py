@@ -124,6 +124,37 @@ def test_align_variants_train_end_to_end(tiny_config, align):
     assert logits.shape == (2, 3) and all(g is not None for g in grads)
 
 
+def test_a_trainable_text_encoder_caches_only_in_eval_without_gradients(tiny_config):
+    tiny_config["text"]["trainable"] = True
+    model = build(tiny_config).eval()
+    model.encode_text(["effusion"])
+    assert not model.text._cache  # gradients on: its weights may still be trained
+    with torch.no_grad():
+        first = model.encode_text(["effusion", "mass"])
+    assert set(model.text._cache) == {"effusion", "mass"}
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(["effusion", "mass"]), first)
+    model.train()
+    assert not model.text._cache
+    model.eval()
+    with torch.no_grad():
+        model.encode_text(["effusion"])
+    model.load_state_dict(model.state_dict())
+    assert not model.text._cache  # new weights: the old embeddings are gone
+
+
+def test_the_text_cache_drops_the_least_recently_used(tiny_config):
+    model = build(tiny_config)
+    model.text.cache_size = 2
+    model.encode_text(["a"])
+    model.encode_text(["b"])
+    model.encode_text(["a"])  # "a" used last: "b" goes first
+    model.encode_text(["c"])
+    assert list(model.text._cache) == ["a", "c"]
+    model.encode_text(["x", "y", "z"])  # a call's own sentences are all kept
+    assert list(model.text._cache) == ["x", "y", "z"]
+
+
 def test_identical_sentences_are_encoded_once_and_cached_when_frozen(tiny_config):
     model = build(tiny_config)
     text = model.encode_text(["no effusion", "effusion", "no effusion"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,9 +36,10 @@ class TextEncoder(nn.Module):
 
     Mean pooling as configured by the checkpoint, without its Normalize module (the
     authors' text embedding is not L2-normalised before the shared LayerNorm). A linear
-    projection maps to the vision width when the two differ. A frozen encoder keeps the
-    embeddings of the ``cache_size`` sentences used last (least recently used go first), so
-    repeated findings and phrases cost nothing.
+    projection maps to the vision width when the two differ. A frozen encoder, or a trainable
+    one in eval mode under ``torch.no_grad`` (until the next ``train()`` or weight load),
+    keeps the embeddings of the ``cache_size`` sentences used last (least recently used go
+    first), so repeated findings and phrases cost nothing.
     """
 
     cache_size = 100_000
@@ -63,6 +65,8 @@ class TextEncoder(nn.Module):
         super().train(mode)
         if not self.config.trainable:
             self.encoder.eval()
+        elif mode:
+            self._cache.clear()  # its weights may change from here on
         return self
 
     def forward(self, sentences: Sequence[str]) -> torch.Tensor:
@@ -76,8 +80,9 @@ class TextEncoder(nn.Module):
         return embedded[order]
 
     def _embed(self, unique: list[str]) -> torch.Tensor:
-        """Pooled encoder output for distinct sentences (from the cache when frozen)."""
-        if self.config.trainable:
+        """Pooled encoder output for distinct sentences, from the cache when the encoder is
+        frozen, or trainable but in eval mode without gradients (serving, validation)."""
+        if self.config.trainable and (self.training or torch.is_grad_enabled()):
             return self._run(unique)
         missing = [text for text in unique if text not in self._cache]
         if missing:
@@ -97,6 +102,10 @@ class TextEncoder(nn.Module):
             for key, value in self._preprocess(texts).items()
         }
         return self.encoder(features)["sentence_embedding"]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache.clear()  # cached embeddings of the old weights
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
