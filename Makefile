@@ -34,6 +34,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/preprocess.py
 	HF_HUB_OFFLINE=1 $(PY) bench/train.py
 	HF_HUB_OFFLINE=1 $(PY) bench/tune.py
+	HF_HUB_OFFLINE=1 $(PY) bench/serve.py
 
 clean:
 	rm -rf runs .pytest_cache
