@@ -39,6 +39,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/preprocess.py
 	HF_HUB_OFFLINE=1 $(PY) bench/train.py
 	HF_HUB_OFFLINE=1 $(PY) bench/tune.py
+	HF_HUB_OFFLINE=1 $(PY) bench/serve.py
 
 serve-yaml: $(STAMP)
 	$(VENV)/bin/serve build radzero.platform.serve:app -o deploy/serve.yaml
