@@ -335,7 +335,6 @@ def _in_process(
             **{key: round(value, 1) for key, value in costs_ms.items()},
             "batch_gain": round(costs_ms["answer_1_ms"] / costs_ms["answer_16_per_image_ms"], 3),
             "torch_threads": threads,
-            "text_cached": not model.config.text.trainable,
         },
     }
 
@@ -414,12 +413,6 @@ def _notes(result: dict[str, Any], limits: dict[str, Any]) -> list[str]:
             f"{local['backbone_1_ms']} ms alone, and each query's scoring, "
             f"{local['scoring_per_query_ms']} ms, does not batch (answer_batch scores each "
             "query on its own)"
-        )
-    if not local["text_cached"]:
-        notes.append(
-            f"{ARCHITECTURE}'s text encoder is trainable, so TextEncoder keeps no cache (it "
-            "caches only a frozen encoder) and every query encodes its prompts again: "
-            "ServeJobConfig.text_cache_size has no effect for this model"
         )
     overload = result["overload"]
     small = result["settings"]["overload"]["deployed_limits"]
