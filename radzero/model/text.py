@@ -103,9 +103,12 @@ class TextEncoder(nn.Module):
         }
         return self.encoder(features)["sentence_embedding"]
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._cache.clear()  # cached embeddings of the old weights
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if any(key.startswith(f"{prefix}encoder.") for key in state_dict):
+            self._cache.clear()  # it holds the old encoder's outputs (the projection is after)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
