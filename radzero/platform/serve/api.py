@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 from starlette.datastructures import UploadFile
 
+from radzero.config import from_dict
 from radzero.data.sentences.vocabulary import FINDINGS_VOCABULARY
 from radzero.inference import InputError, Query, Task
 from radzero.platform.serve.config import LimitsSection
@@ -124,10 +125,10 @@ class Ingress:
         )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self._limits = LimitsSection(**config["limits"])
+        self._limits = from_dict(LimitsSection, config["limits"], "limits.")
         self._findings = tuple(config.get("findings") or FINDINGS_VOCABULARY)
         self._strict = bool(config.get("strict_findings"))
-        self._timeout_s = float(config.get("request_timeout_s") or 60.0)
+        self._timeout_s = float(config["request_timeout_s"])
         variable = config.get("api_key_env")
         self._key = None
         if variable:
