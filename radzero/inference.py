@@ -15,7 +15,7 @@ import base64
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -61,7 +61,6 @@ class InputError:
 class _Decoded:
     gray: np.ndarray
     pixels: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def answer_batch(model: RadZero, queries: Sequence[Query]) -> list[dict[str, Any] | InputError]:
@@ -136,7 +135,7 @@ def ground(
             "grid": [[round(v, 6) for v in line] for line in grid[p].tolist()],
         }
         if display is not None:
-            result["overlay_png"] = _b64(overlay_png(gray, display[p].numpy(), peak))
+            result["overlay_png"] = _b64(overlay_png(gray, display[p].cpu().numpy(), peak))
         results.append(result)
     return results
 
@@ -151,7 +150,7 @@ def segment(
     results = []
     for phrase in phrases:
         heatmap = model.similarity_maps([phrase], tokens=tokens, size=(height, width))[0, 0]
-        mask = (heatmap >= threshold).numpy()
+        mask = (heatmap >= threshold).cpu().numpy()  # a GPU replica's map
         results.append(
             {
                 "phrase": phrase,
