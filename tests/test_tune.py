@@ -26,6 +26,7 @@ from tests.conftest import TINY_VISION
 
 STEPS_PER_EPOCH = 6  # 45 training phantoms on one worker in batches of 8
 EPOCHS = 2
+TRAIN_ACTORS = ("RayTrainWorker", "TrainController")  # what a Train run leaves when not ended
 
 
 def _config(data: str, out: Path | str, **overrides) -> TuneJobConfig:
@@ -197,6 +198,7 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     left, from the last checkpoints, then scores every trial, writes the ablation files, logs
     to MLflow and registers the winner."""
     import ray
+    from ray.util.state import list_actors
 
     out, steps = tmp_path / "sweep", tmp_path / "steps"
     steps.mkdir()
@@ -204,6 +206,7 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     arguments = [json.dumps(to_dict(config)), str(steps), str(STEPS_PER_EPOCH)]
     command = [sys.executable, "-c", _DRIVER, *arguments]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    earlier = {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
     driver = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -224,6 +227,16 @@ def test_a_grid_resumes_after_its_driver_is_killed_and_registers_its_winner(
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
+    # Ray ends a dead driver's actors asynchronously: a Train controller of the killed sweep
+    # left running would retrain its trial beside the rerun (seen: steps 7-9 twice)
+    deadline = time.monotonic() + 120
+    while left := [
+        a.class_name
+        for a in list_actors(filters=[("state", "=", "ALIVE")])
+        if a.class_name in TRAIN_ACTORS and a.actor_id not in earlier
+    ]:
+        assert time.monotonic() < deadline, f"the killed driver's actors still run: {left}"
+        time.sleep(0.5)
     before = _steps(steps)
     (steps / "hold").unlink()
 
@@ -332,7 +345,6 @@ def test_asha_stops_a_hopeless_trial_and_an_errored_trial_does_not_stop_the_swee
         max_concurrent_trials=1,
         register={"name": "tiny", "metric": "val_loss", "mode": "min"},
     )
-    train_actors = ("RayTrainWorker", "TrainController")
     earlier = {a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")])}
     earlier_groups = set(ray.util.placement_group_table())
     with caplog.at_level(logging.INFO, logger="radzero.tune"):
@@ -361,7 +373,7 @@ def test_asha_stops_a_hopeless_trial_and_an_errored_trial_does_not_stop_the_swee
         left = [
             a.class_name
             for a in alive
-            if a.class_name in train_actors and a.actor_id not in earlier
+            if a.class_name in TRAIN_ACTORS and a.actor_id not in earlier
         ]
         groups = [
             g["state"]
