@@ -1,34 +1,5 @@
-"""Train RadZero with Ray Train on cached backbone tokens (or prepared images).
+"""`radzero train` as a script, for `ray job submit --working-dir .` (docs/cloud.md)."""
 
-python jobs/train.py --config FILE [--set key=value ...]
+from radzero.cli import run
 
-The config is a TrainJobConfig, or a file with a jobs.train section (configs/local.yaml,
-configs/paper.yaml). Running the same name and storage_path again resumes the run. The best
-checkpoint is exported to STORAGE_PATH/NAME/model. Works directly and through `ray job submit`.
-"""
-
-from __future__ import annotations
-
-import json
-
-from radzero.platform.session import job_arguments, require_options, start_job
-from radzero.platform.train import TrainJobConfig, train
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = job_arguments(__doc__, TrainJobConfig)
-    _, config = start_job(parser, TrainJobConfig, argv, "train")
-    require_options(parser, config, "data")
-    summary = train(config)
-    best = summary["best"]
-    print(
-        f"train: {summary['epochs']} epochs, {summary['steps']} steps; best "
-        f"{config.checkpoint.metric} {best[config.checkpoint.metric]:.4f} (epoch {best['epoch']})"
-        f" -> {summary['model']}"
-    )
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+run("train")

@@ -1,32 +1,5 @@
-"""Sweep RadZero's ablations with Ray Tune: one Ray Train run per trial on the feature cache.
+"""`radzero tune` as a script, for `ray job submit --working-dir .` (docs/cloud.md)."""
 
-python jobs/tune.py --config FILE [--set key=value ...]
+from radzero.cli import run
 
-The config is a TuneJobConfig, or a file with a jobs.tune section (configs/local.yaml,
-configs/paper.yaml). Missing feature caches are computed first; then every trial trains, its
-best checkpoint is scored on the test split, OUT/ablation.{csv,md,png} are written and the
-winner is registered (register.name) in the registry (registry, else $RADZERO_REGISTRY).
-Running the same command again resumes an interrupted sweep. Works directly and through
-`ray job submit`.
-"""
-
-from __future__ import annotations
-
-import json
-
-from radzero.platform.session import job_arguments, require_options, start_job
-from radzero.platform.tune import TuneJobConfig, sweep
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = job_arguments(__doc__, TuneJobConfig)
-    _, config = start_job(parser, TuneJobConfig, argv, "tune")
-    require_options(parser, config, "data", "benchmark_root")
-    summary = sweep(config)
-    print(f"tune: {len(summary['trials'])} trials; winner {summary['winner']}; {summary['files']}")
-    print(json.dumps({k: v for k, v in summary.items() if k != "trials"}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+run("tune")

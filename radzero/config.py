@@ -176,8 +176,10 @@ def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
     section: str | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> T:
-    """The defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides.
+    """The defaults of ``cls``, then the YAML file at ``path``, then ``key=value`` overrides,
+    then ``values`` (top-level fields, e.g. from command-line options).
 
     A file whose top level is ``jobs: {<section>: {...}, ...}`` holds the configs of several
     jobs; ``section`` picks this job's (a job without a section there gets its defaults).
@@ -198,5 +200,5 @@ def load_config(
             data = jobs.get(section) or {}
             if not isinstance(data, dict):
                 raise ValueError(f"config file {path}: jobs.{section} must be a mapping")
-    data = deep_merge(data, parse_overrides(overrides))
+    data = deep_merge(deep_merge(data, parse_overrides(overrides)), dict(values or {}))
     return from_dict(cls, deep_merge(to_dict(cls()), data))

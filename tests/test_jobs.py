@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -15,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from radzero import cli
+from radzero.cli.options import resolve_path
 from radzero.data import phantom
 from radzero.model import RadZero, get_model_config
-from radzero.platform.session import API_SERVER_VARIABLE, free_port, resolve_path
+from radzero.platform.session import API_SERVER_VARIABLE, free_port
 from tests.conftest import TINY_VISION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,8 +183,8 @@ def _wait_for_jobs_api(address: str, head: subprocess.Popen, env: dict, log: Pat
 
 
 def _main(script: str):
-    """The ``main(argv)`` of a job script, loaded from its file as ``python script`` would."""
-    return runpy.run_path(str(ROOT / script))["main"]
+    """``radzero COMMAND`` of ``jobs/COMMAND.py`` as a function of its arguments."""
+    return lambda argv: cli.main([Path(script).stem, *argv])
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from radzero import cli
 from radzero.data import phantom
 from radzero.data.phantom import (
     FINDINGS,
@@ -19,7 +20,6 @@ from radzero.data.phantom import (
     dataset,
     generate_case,
     lesions,
-    main,
     rendering,
     write_dataset,
 )
@@ -192,7 +192,10 @@ def test_prevalence_per_finding() -> None:
 
 def test_cli_writes_manifest(tmp_path: Path, capsys) -> None:
     out = tmp_path / "set"
-    assert main(["--out", str(out), "--count", "10", "--size", "64", "--seed", "3"]) == 0
+    assert (
+        cli.main(["phantom", "--out", str(out), "--count", "10", "--size", "64", "--seed", "3"])
+        == 0
+    )
     summary = capsys.readouterr().out.strip()
     assert "\n" not in summary and "10" in summary and "pleural effusion" in summary
     with (out / "manifest.csv").open(newline="") as handle:
@@ -235,17 +238,19 @@ def test_write_dataset_16_bit_and_splits(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--count", "0"], "--count"),
-        (["--count", "2", "--size", "32"], "--size"),
-        (["--count", "2", "--prevalence", "1.5"], "--prevalence"),
-        (["--count", "2", "--bit-depth", "12"], "bit-depth"),
+        (["--count", "0"], "count must be >= 1, got 0"),
+        (["--count", "2", "--size", "32"], "size must be >= 64, got 32"),
+        (["--count", "2", "--prevalence", "1.5"], "prevalence must be within [0, 1], got 1.5"),
+        (["--count", "2", "--bit-depth", "12"], "bit_depth must be 8 or 16, got 12"),
+        (["--count", "2", "--set", "sized=64"], "sized: did you mean 'size'"),
     ],
 )
 def test_bad_cli_arguments(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--out", str(tmp_path), *args])
-    assert exit_info.value.code != 0
+        cli.main(["phantom", "--out", str(tmp_path), *args])
+    assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "manifest.csv").exists()
 
 
 def test_generate_case_rejects_bad_arguments() -> None:

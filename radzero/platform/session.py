@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import ray
 import torch
 
-from radzero.config import load_config, path_fields
+from radzero.cli.options import ROOT_VARIABLE, parse_config, submitted_runtime_env
 
-ROOT_VARIABLE = "RADZERO_ROOT"
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 PASSED_VARIABLES = (
     "HF_HUB_OFFLINE",
@@ -34,85 +31,19 @@ PASSED_VARIABLES = (
 T = TypeVar("T")
 
 
-def job_arguments(doc: str, config: type) -> argparse.ArgumentParser:
-    """A job's parser with the shared ``--config FILE`` and ``--set key=value ...`` options."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--config", help=f"YAML file of {config.__name__} fields")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
-    return parser
-
-
 def start_job(
     parser: argparse.ArgumentParser,
     config: type[T],
     argv: Sequence[str] | None,
     section: str,
-    paths: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> tuple[argparse.Namespace, T]:
-    """Parse the arguments and the config, resolve its paths, then connect to Ray.
-
-    ``section`` names this job in a multi-job config file; ``paths`` maps command-line options
-    to the path fields they set. A bad key or path is a usage error.
-    """
-    args = parser.parse_args(argv)
-    try:
-        loaded: Any = load_config(config, args.config, args.set, section=section)
-        for option, name in (paths or {}).items():
-            if getattr(args, option) is not None:
-                setattr(loaded, name, getattr(args, option))
-        for name in path_fields(loaded):
-            if getattr(loaded, name):
-                setattr(loaded, name, resolve_path(getattr(loaded, name)))
-    except ValueError as err:
-        parser.error(str(err))
-    loaded.storage.apply()
+    """:func:`radzero.cli.options.parse_config`, then the config's storage settings, then
+    :func:`connect` to Ray."""
+    args, loaded = parse_config(parser, config, argv, section, options)
+    loaded.storage.apply()  # type: ignore[attr-defined]
     connect()
     return args, loaded
-
-
-def require_options(parser: argparse.ArgumentParser, config: Any, *names: str) -> None:
-    """A usage error naming the path fields that neither the options nor the config set."""
-    missing = [name for name in names if not getattr(config, name)]
-    if missing:
-        parser.error(f"set {', '.join(missing)} (as an option or in the config)")
-
-
-def resolve_path(path: str) -> str:
-    """A config path as a job uses it, the same whether it runs directly or as a Ray job.
-
-    URIs and absolute paths are kept (``~`` expanded). A relative path is taken from
-    ``$RADZERO_ROOT`` when set, else from the working directory; under ``ray job submit`` with
-    a ``working_dir`` that directory is Ray's temporary copy, so there RADZERO_ROOT is required.
-    """
-    if "://" in path:
-        return path
-    expanded = Path(path).expanduser()
-    if expanded.is_absolute():
-        return str(expanded)
-    root = os.environ.get(ROOT_VARIABLE)
-    if root:
-        return str(Path(root).expanduser().resolve() / expanded)
-    if _in_uploaded_working_dir():
-        raise ValueError(
-            f"path {path!r} is relative, and this job runs in Ray's temporary copy of its "
-            f"working_dir, where it would be lost: give an absolute path or a URI, or submit with "
-            f'--runtime-env-json \'{{"env_vars": {{"{ROOT_VARIABLE}": "$PWD"}}}}\''
-        )
-    return str(expanded.resolve())
-
-
-def _submitted_runtime_env() -> dict[str, Any]:
-    """The runtime_env of ``ray job submit`` when this driver was started by it, else {}."""
-    try:
-        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return job.get("runtime_env") or {}
-
-
-def _in_uploaded_working_dir() -> bool:
-    """Whether this driver was started by ``ray job submit`` with a ``working_dir``."""
-    return bool(_submitted_runtime_env().get("working_dir"))
 
 
 def connect() -> None:
@@ -124,7 +55,7 @@ def connect() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     if ray.is_initialized():
         return
-    given = (_submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
+    given = (submitted_runtime_env().get("env_vars") or {}).keys()  # Ray refuses to set twice
     env = {key: value for key, value in passed_env().items() if key not in given}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
@@ -142,7 +73,7 @@ def job_runtime_env() -> dict[str, Any]:
     """What a job's own Ray processes run with, for what it starts to outlive it (a Serve
     application): ``ray job submit``'s runtime_env (its working_dir holds the code) with
     :func:`passed_env` added to its env_vars."""
-    submitted = dict(_submitted_runtime_env())
+    submitted = dict(submitted_runtime_env())
     env_vars = {**passed_env(), **(submitted.get("env_vars") or {})}
     return {**submitted, "env_vars": env_vars}
 

@@ -17,7 +17,8 @@ from ray.serve.metrics import Counter, Histogram
 from radzero import registry, storage
 from radzero.inference import InputError, Query, answer_batch
 from radzero.model.radzero import RadZero
-from radzero.platform.session import default_device, resolve_path
+from radzero.cli.options import resolve_path
+from radzero.platform.session import default_device
 
 log = logging.getLogger("ray.serve")
 
