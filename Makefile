@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) jobs/demo.py --config configs/local.yaml
+	HF_HUB_OFFLINE=1 $(VENV)/bin/radzero demo --config configs/local.yaml
 
 # The page's browser test (tests/test_page.py) drives Debian's chromium; installing it needs root.
 browser:

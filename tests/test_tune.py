@@ -132,6 +132,17 @@ def test_the_paper_preset_is_the_seeds_rows_at_each_resolution() -> None:
     assert [p["resolution"] for p in points] == [224, 518] * 4
     assert points[-1]["row"] == "RadZero"  # the seed's name for (d) at the high resolution
     assert len(grid_points(parse_space({"lr": [1e-3, 1e-4]}), "paper-ablation")) == 8
+    some = grid_points(parse_space({"resolution": [224]}), "paper-ablation", ["(d)", "(a)"])
+    assert [p["row"] for p in some] == ["(a)", "(d)"]  # the preset's order
+
+
+def test_rows_must_be_the_presets(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"config rows: \['\(e\)'\] not among .*'\(a\)'"):
+        _config("unused", tmp_path, preset="paper-ablation", space={}, rows=["(a)", "(e)"])
+    with pytest.raises(ValueError, match=r"config rows: none not among"):
+        _config("unused", tmp_path, preset="paper-ablation", space={}, rows=[])
+    with pytest.raises(ValueError, match=r"config rows: rows are a preset's; set preset too"):
+        _config("unused", tmp_path, space={}, rows=["(a)"])
 
 
 def test_the_shipped_configs_have_valid_tune_sections() -> None:

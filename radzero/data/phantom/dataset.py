@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +100,13 @@ def write_dataset(
     prevalence: float = 0.3,
     splits: tuple[float, float, float] = (0.7, 0.1, 0.2),
     bit_depth: int = 8,
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write images/NNNNNN.png, masks/NNNNNN_<finding_slug>.png (0/255 PNG) and manifest.csv.
 
-    Returns the manifest path. Case ``i`` is drawn from ``np.random.default_rng([seed, i])``,
-    so any subset regenerates identically; each case's split depends on ``seed`` and ``count``.
+    Returns the manifest path; ``progress`` is called with the number of cases written. Case
+    ``i`` is drawn from ``np.random.default_rng([seed, i])``, so any subset regenerates
+    identically; each case's split depends on ``seed`` and ``count``.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -119,6 +122,8 @@ def write_dataset(
         for index, split in enumerate(_split_names(count, seed, splits)):
             case = generate_case(np.random.default_rng([seed, index]), size, prevalence, bit_depth)
             writer.writerow(_write_case(out, index, split, case))
+            if progress is not None:
+                progress(index + 1)
     return manifest
 
 

@@ -15,9 +15,9 @@ from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
 from radzero import registry, storage
+from radzero.cli.options import resolve_path
 from radzero.inference import InputError, Query, answer_batch
 from radzero.model.radzero import RadZero
-from radzero.cli.options import resolve_path
 from radzero.platform.session import default_device
 
 log = logging.getLogger("ray.serve")

@@ -87,6 +87,7 @@ class TuneJobConfig:
     train: dict[str, Any] = field(default_factory=dict)
     mode: Literal["grid", "search"] = "grid"
     preset: str | None = None
+    rows: list[str] | None = None  # the preset's rows to run (None: all)
     space: dict[str, Any] = field(default_factory=dict)
     search: SearchSection = field(default_factory=SearchSection)
     metric: Literal["val_auc", "val_loss"] = "val_auc"
@@ -116,6 +117,8 @@ class TuneJobConfig:
             )
         if self.preset is not None and self.mode != "grid":
             raise ValueError("config preset: a preset is a grid; set mode: grid")
+        if self.rows is not None and self.preset is None:
+            raise ValueError("config rows: rows are a preset's; set preset too")
         from_dict(FeaturesJobConfig, self.features_job, where="features_job.")
         self.base_job()  # the base training job, checked with its own messages
         self.points()  # grid points, or the search points' names
@@ -140,7 +143,7 @@ class TuneJobConfig:
         name every searched dimension, as Optuna needs)."""
         space = self.parsed_space()
         if self.mode == "grid":
-            return grid_points(space, self.preset)
+            return grid_points(space, self.preset, self.rows)
         searched = sorted(n for n, spec in space.items() if isinstance(spec, list | Range))
         for index, point in enumerate(self.search.points):
             unknown = sorted(set(point) - set(DIMENSIONS))

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray import tune
@@ -43,14 +43,19 @@ TrialHook = Callable[[dict, int, int], None]
 EXPERIMENT = "tune"  # the Tune experiment's folder under out
 
 
-def sweep(config: TuneJobConfig, on_step: TrialHook | None = None) -> dict:
+def sweep(
+    config: TuneJobConfig,
+    on_step: TrialHook | None = None,
+    callbacks: Sequence[tune.Callback] = (),
+) -> dict:
     """Run (or resume) the sweep, score its trials, write the ablation files, register the
-    winner; return the sweep's summary (also ``<out>/summary.json``)."""
+    winner; return the sweep's summary (also ``<out>/summary.json``). ``callbacks`` join the
+    Tuner's (a progress bar's)."""
     if not config.data:
         raise ValueError("config data: the preprocessing output to sweep on is required")
     _claim(config)
     caches = ensure_caches(config)
-    grid = _run(config, on_step)
+    grid = _run(config, on_step, callbacks)
     records = [score(config, result, caches) for result in grid]
     records.sort(key=lambda r: r["trial"])
     files = ablation.write(config.out, records, config.preset)
@@ -114,7 +119,9 @@ def run_trial(params: dict, sweep: dict, on_step: TrialHook | None) -> None:
     train(job, on_step=hook, callbacks=[TuneReportCallback()])
 
 
-def _run(config: TuneJobConfig, on_step: TrialHook | None) -> tune.ResultGrid:
+def _run(
+    config: TuneJobConfig, on_step: TrialHook | None, callbacks: Sequence[tune.Callback]
+) -> tune.ResultGrid:
     """Fit the Tune experiment, or restore and finish it when ``out`` already holds one."""
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, sweep=to_dict(config), on_step=on_step),
@@ -142,7 +149,7 @@ def _run(config: TuneJobConfig, on_step: TrialHook | None) -> tune.ResultGrid:
                 name=EXPERIMENT,
                 storage_path=path,
                 storage_filesystem=fs,
-                callbacks=_callbacks(config, base),
+                callbacks=[*_callbacks(config, base), *callbacks],
                 failure_config=tune.FailureConfig(max_failures=0),
                 verbose=0,
             ),

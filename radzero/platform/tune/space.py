@@ -11,7 +11,7 @@ import copy
 import difflib
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,20 +103,23 @@ def parse_space(space: Mapping[str, Any]) -> dict[str, Any | list | Range]:
 
 
 def grid_points(
-    space: Mapping[str, Any | list | Range], preset: str | None = None
+    space: Mapping[str, Any | list | Range],
+    preset: str | None = None,
+    rows: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every combination of the listed values (a preset's rows crossed with them)."""
+    """Every combination of the listed values (a preset's rows, or those named in ``rows``,
+    crossed with them)."""
     ranged = [name for name, spec in space.items() if isinstance(spec, Range)]
     if ranged:
         raise ValueError(
             f"config space.{ranged[0]}: a range has no grid; list the values, or use mode: search"
         )
-    rows = [{}] if preset is None else preset_rows(preset, space)
+    chosen = [{}] if preset is None else preset_rows(preset, space, rows)
     names = list(space)
     choices = [spec if isinstance(spec, list) else [spec] for spec in space.values()]
     points = [
         row | dict(zip(names, combination, strict=True))
-        for row in rows
+        for row in chosen
         for combination in itertools.product(*choices)
     ]
     sizes = space.get("resolution")
@@ -127,11 +130,22 @@ def grid_points(
     return points
 
 
-def preset_rows(preset: str, space: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A preset's rows; the space may cross them with other dimensions, not override theirs."""
+def preset_rows(
+    preset: str, space: Mapping[str, Any], names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """A preset's rows (those called ``names``, in the preset's order, when given); the space
+    may cross them with other dimensions, not override theirs."""
     if preset not in PRESETS:
         raise ValueError(f"config preset {preset!r} is not one of {sorted(PRESETS)}")
     rows = PRESETS[preset]
+    if names is not None:
+        known = [row[ROW] for row in rows]
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise ValueError(
+                f"config rows: {unknown or 'none'} not among preset {preset!r}'s rows {known}"
+            )
+        rows = [row for row in rows if row[ROW] in names]
     fixed = sorted({key for row in rows for key in row if key != ROW} & set(space))
     if fixed:
         raise ValueError(
