@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast browser lint bench clean serve-yaml
+.PHONY: demo serve test test-fast browser lint bench clean serve-yaml
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/radzero demo --config configs/local.yaml
+
+# The demo's registered model on 127.0.0.1 until Ctrl-C; Ray's output in runs/demo/logs/serve.log.
+serve: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/radzero serve --config configs/local.yaml \
+		--set model=radzero-demo@best registry=runs/demo/registry --log runs/demo/logs/serve.log
 
 # The page's browser test (tests/test_page.py) drives Debian's chromium; installing it needs root.
 browser:
