@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 T = TypeVar("T")
 
@@ -33,8 +32,25 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     sizes = _gather_sizes(x.shape[0], x.device)
     longest = max(sizes)
     padded = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
-    parts = dist_fn.all_gather(padded)
+    parts = _AllGather.apply(padded)
     return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+class _AllGather(torch.autograd.Function):
+    """All-gather with autograd: each worker's input gets the sum over workers of the gradient
+    of its part (what torch.distributed.nn's deprecated all_gather computed)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx: object, *grads: torch.Tensor) -> torch.Tensor:
+        summed = torch.stack(grads).contiguous()
+        dist.all_reduce(summed)
+        return summed[dist.get_rank()]
 
 
 def gather_batch(
