@@ -101,24 +101,31 @@ def _evaluation(out: Path, metrics: dict) -> list[str]:
 
 
 def _served(answers: list[dict]) -> list[str]:
+    findings = list(answers[0]["probabilities"]) if answers else []
     lines = [
         "## Served (Ray Serve), asked over HTTP",
         "",
         "Held-out images sent to `POST /v1/classify` (every finding) and `POST /v1/ground` (the "
         "findings present, with overlays), as a client would; answers in `served/answers.json`.",
+        "Probabilities are the sigmoid of each prompt's logit, as the authors compute them; they "
+        "rank images (what AUC measures) rather than being calibrated. Findings present are in "
+        "bold.",
         "",
-        "| image | findings present | most probable (classify) | peak in its box (ground) |",
-        "| --- | --- | --- | --- |",
+        "| image | " + " | ".join(findings) + " | peak in the finding's box (ground) |",
+        "| --- |" + " --- |" * (len(findings) + 1),
     ]
     for answer in answers:
-        ranked = sorted(answer["probabilities"].items(), key=lambda item: -item[1])[:3]
-        top = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
+        cells = [
+            f"**{answer['probabilities'][name]:.3f}**"
+            if name in answer["present"]
+            else f"{answer['probabilities'][name]:.3f}"
+            for name in findings
+        ]
         hits = ", ".join(
             f"{g['phrase']}: {'n/a' if g['hit'] is None else 'yes' if g['hit'] else 'no'}"
             for g in answer["grounding"]
         )
-        present = ", ".join(answer["present"]) or "none"
-        lines.append(f"| `{answer['image']}` | {present} | {top} | {hits} |")
+        lines.append(f"| `{answer['image']}` | " + " | ".join(cells) + f" | {hits} |")
     lines.append("")
     for answer in answers:
         lines += [f"![{g['phrase']}]({g['overlay']})" for g in answer["grounding"]]
