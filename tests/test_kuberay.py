@@ -85,7 +85,7 @@ def api_server_schema(node: Any) -> Any:
     if properties is not None and not node.get("x-kubernetes-preserve-unknown-fields"):
         out.setdefault("additionalProperties", False)
     if properties is not None and "required" in node:
-        out["required"] = [name for name in node["required"] if "default" not in properties[name]]
+        out["required"] = [n for n in node["required"] if "default" not in properties.get(n, {})]
     return out
 
 
@@ -508,7 +508,7 @@ BROKEN = {
     "required field missing": (
         "train",
         _in_cluster((*WORKER, "groupName"), MISSING),
-        "'groupName'",
+        "'groupName' is a required property",
     ),
     "name too long": ("train", _set(("metadata", "name"), "r" * 48), "longer than 47"),
     "name not DNS-1035": ("train", _set(("metadata", "name"), "radzero_train"), "DNS-1035"),
@@ -553,17 +553,13 @@ BROKEN = {
         _in_cluster((*WORKER, "rayStartParams"), {"labels": "a=b"}),
         "use the labels field",
     ),
-    "autoscaler v2 twice": (
-        "train",
-        _autoscaler_env,
-        "both set",
-    ),
+    "autoscaler v2 twice": ("train", _autoscaler_env, "RAY_enable_autoscaler_v2 and"),
     "restartPolicy with autoscaler v2": (
         "train",
         _in_cluster(("headGroupSpec", "template", "spec", "restartPolicy"), "Always"),
         "restartPolicy Always",
     ),
-    "serveConfigV2 with a bad key": ("serve", _serve_key, "max_ongoing_request"),
+    "serveConfigV2 with a bad key": ("serve", _serve_key, "key(s): max_ongoing_request"),
     "serveConfigV2 with a bad value": ("serve", _serve_value, "greater than 0"),
     "bad upgradeStrategy": (
         "serve",
