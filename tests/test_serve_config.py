@@ -59,20 +59,26 @@ def test_the_file_is_serve_builds_output_with_only_the_marked_edits(built):
     assert shipped == built, "deploy/serve.yaml differs from `serve build`: regenerate it"
 
 
-def test_the_file_passes_rays_schema_without_unknown_keys():
+def check_serve_config(config: dict) -> None:
+    """Ray's schema for a Serve config file, and the unknown keys it ignores: ValueError."""
     from ray.serve.schema import (
         DeploymentSchema,
         ServeApplicationSchema,
         ServeDeploySchema,
     )
 
-    shipped = yaml.safe_load(SERVE_YAML.read_text())
-    ServeDeploySchema.model_validate(shipped)  # Ray ignores unknown keys: check them too
-    assert set(shipped) <= set(ServeDeploySchema.model_fields)
-    for application in shipped["applications"]:
-        assert set(application) <= set(ServeApplicationSchema.model_fields)
+    ServeDeploySchema.model_validate(config)  # pydantic's ValidationError is a ValueError
+    unknown = set(config) - set(ServeDeploySchema.model_fields)
+    for application in config["applications"]:
+        unknown |= set(application) - set(ServeApplicationSchema.model_fields)
         for deployment in application["deployments"]:
-            assert set(deployment) <= set(DeploymentSchema.model_fields)
+            unknown |= set(deployment) - set(DeploymentSchema.model_fields)
+    if unknown:
+        raise ValueError(f"unknown Serve config key(s): {', '.join(sorted(unknown))}")
+
+
+def test_the_file_passes_rays_schema_without_unknown_keys():
+    check_serve_config(yaml.safe_load(SERVE_YAML.read_text()))
 
 
 def test_serve_config_spells_out_the_same_deployments_as_the_file():
