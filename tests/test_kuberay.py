@@ -20,7 +20,7 @@ import pytest
 import yaml
 from ray.runtime_env import RuntimeEnv
 
-from radzero import storage
+from radzero import cli, storage
 from radzero.config import from_dict, load_config, path_fields
 from radzero.platform.evaluate import EvaluateJobConfig
 from radzero.platform.features import FeaturesJobConfig
@@ -238,7 +238,7 @@ def entrypoint(stage: str) -> argparse.Namespace:
     words = shlex.split(read(JOB_FILES[stage])["spec"]["entrypoint"])
     assert words[0] == "radzero", f"{stage}: the entrypoint runs {words[0]}, not radzero"
     parser = argparse.ArgumentParser(prog="radzero", exit_on_error=False)
-    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("stage", choices=cli.COMMANDS)
     parser.add_argument("--config", required=True)
     parser.add_argument("--set", nargs="*", default=[])
     return parser.parse_args(words[1:])
