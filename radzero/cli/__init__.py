@@ -11,9 +11,11 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray on the loopback
 COMMANDS = (
     "phantom",
     "preprocess",
@@ -59,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if not os.environ.get("RAY_ADDRESS"):
+        # A command that starts its own Ray keeps every Ray process on 127.0.0.1 (Ray reads
+        # this when it is imported, below); joining a cluster keeps the cluster's addresses.
+        os.environ.setdefault(LOOPBACK_VARIABLE, "0")
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
