@@ -30,7 +30,7 @@ def _small(out: Path, **overrides) -> dict:
         "out": str(out),
         "count": 1000,
         "optim": {"epochs": 6, "lr": 2e-3},
-        "rows": ["(c)", "(d)"],
+        "rows": ["(b)", "(d)"],
         "figure_examples": 3,
         "queries": 3,
     } | overrides
@@ -46,14 +46,14 @@ def test_the_demo_runs_every_stage_learns_serves_and_reports(ray_local, tmp_path
     assert [line.split()[1] for line in done] == list(STAGES), lines
     assert any("/2000" not in line and "/1000 images" in line for line in lines)  # a bar
 
-    # The sweep trained rows (c) and (d) side by side; the winner was registered.
+    # The sweep trained rows (b) and (d) side by side; the winner was registered.
     trials = summary["trials"]
-    assert sorted(t["row"] for t in trials) == ["(c)", "(d)"]
+    assert sorted(t["row"] for t in trials) == ["(b)", "(d)"]
     assert all(t["status"] == "finished" and t["epochs"] == 6 for t in trials)
     registered = summary["sweep"]["registered"]
     assert (registered["name"], registered["version"]) == ("radzero-demo", 1)
     card = registry.read_card("radzero-demo@best", root=tmp_path / "registry")
-    assert card["sweep"]["trial"] == summary["sweep"]["winner"]
+    assert card["lineage"]["sweep"]["trial"] == summary["sweep"]["winner"]
 
     # The winner learned: zero-shot AUC well above chance (0.5), and for most positives the
     # map's peak falls in the lesion's box (about 0.6 at this scale; chance is about 0.07).

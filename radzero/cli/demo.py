@@ -16,6 +16,7 @@ from pathlib import Path
 from radzero.cli.options import command_parser, parse_config
 from radzero.platform.console import Console, StageFailed, quiet_output
 from radzero.platform.demo import STAGES, DemoConfig, run_demo
+from radzero.platform.session import local_ray_scope
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     _, config = parse_config(parser, DemoConfig, argv, "demo", {"out": "out"})
     log = Path(config.out) / "logs" / "demo.log"
     print(f"radzero demo: {len(STAGES)} stages into {config.out}; Ray's output goes to {log}")
-    with quiet_output(log) as terminal:
+    with quiet_output(log) as terminal, local_ray_scope():
         config.storage.apply()
         try:
             run_demo(config, Console(terminal, len(STAGES)))

@@ -24,7 +24,7 @@ from radzero import registry
 from radzero.cli.options import command_parser, parse_config, resolve_path
 from radzero.platform.console import quiet_output
 from radzero.platform.serve import ServeJobConfig, deploy
-from radzero.platform.session import connect, job_runtime_env
+from radzero.platform.session import connect, job_runtime_env, local_ray_scope
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config.model = resolve_path(config.model)
     quiet = quiet_output(Path(args.log)) if local and args.log else contextlib.nullcontext()
-    with quiet as terminal:
+    with quiet as terminal, local_ray_scope():
         out = terminal or sys.stdout
         config.storage.apply()
         connect()

@@ -181,13 +181,18 @@ class EpochProgress(tune.Callback):
 @contextlib.contextmanager
 def quiet_output(log: Path) -> Iterator[TextIO]:
     """Send this process's stdout and stderr (file descriptors 1 and 2, so Ray's C++ logs and
-    its workers' forwarded output too) to ``log``; yield a stream to the terminal."""
+    its workers' forwarded output too, and ``sys.stdout``/``sys.stderr``) to ``log``; yield a
+    stream to the terminal."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(2), "w", buffering=1)
-    with log.open("a", buffering=1) as handle:
+    with (
+        log.open("a", buffering=1) as handle,
+        contextlib.redirect_stdout(handle),
+        contextlib.redirect_stderr(handle),
+    ):
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
         try:

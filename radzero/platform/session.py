@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
@@ -61,6 +62,19 @@ def connect() -> None:
         ray.init(runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
     else:
         start_local_ray(env=env)
+
+
+@contextlib.contextmanager
+def local_ray_scope() -> Iterator[None]:
+    """Shut down, on leaving, the Ray that :func:`connect` started inside (a command's own
+    local Ray, while its output still goes where the command sends it); a Ray that was
+    already connected is left running."""
+    connected = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not connected and ray.is_initialized():
+            ray.shutdown()
 
 
 def passed_env() -> dict[str, str]:
