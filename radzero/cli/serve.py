@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import ray
 from ray import serve
 
 from radzero import registry
@@ -45,18 +47,29 @@ def main(argv: list[str] | None = None) -> int:
     quiet = quiet_output(Path(args.log)) if local and args.log else contextlib.nullcontext()
     with quiet as terminal, local_ray_scope():
         out = terminal or sys.stdout
-        config.storage.apply()
-        connect()
-        deploy(config, job_runtime_env())
-        url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}"
-        print(f"serve: {config.model} at {url}/ (the page; API docs at {url}/docs)", file=out)
-        print(json.dumps({"url": url, "model": config.model, "application": config.name}), file=out)
-        if local and not args.detach:
-            print("serve: Ctrl-C stops it", file=out)
-            try:
+        ready = False
+        try:
+            config.storage.apply()
+            connect()
+            deploy(config, job_runtime_env())
+            ready = True
+            url = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}"
+            print(f"serve: {config.model} at {url}/ (the page; API docs at {url}/docs)", file=out)
+            summary = {"url": url, "model": config.model, "application": config.name}
+            print(json.dumps(summary), file=out)
+            if local and not args.detach:
+                print("serve: Ctrl-C stops it", file=out)
+                # `kill` stops it as Ctrl-C does (set after ray.init, which sets its own)
+                signal.signal(signal.SIGTERM, _interrupt)
                 while True:
                     time.sleep(3600)
-            except KeyboardInterrupt:
-                serve.shutdown()
-                print("serve: stopped", file=out)
+        except KeyboardInterrupt:
+            if local and ray.is_initialized():
+                serve.shutdown()  # says so in the log when Serve had not started yet
+            print("serve: stopped" if ready else "serve: interrupted before it served", file=out)
+            return 0 if ready else 130
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
