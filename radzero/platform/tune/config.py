@@ -96,6 +96,7 @@ class TuneJobConfig:
     benchmark: str = "phantom"
     benchmark_root: str = path_field("")
     evaluate_batch_size: int = 32
+    evaluate_gpus: float | None = None  # per scoring actor (None: 1 when the cluster has GPUs)
     register: RegisterSection = field(default_factory=RegisterSection)
     registry: str | None = path_field(None)
     tracking: TrackingSection = field(default_factory=TrackingSection)

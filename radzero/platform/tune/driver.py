@@ -258,6 +258,7 @@ def score(config: TuneJobConfig, result: tune.Result, caches: dict[int, str]) ->
                 features=caches.get(int(job.model_config().vision.image_size or 0)),
                 classes=job.classes,
                 batch_size=config.evaluate_batch_size,
+                num_gpus=config.evaluate_gpus,
                 figure_examples=2,
             )
         )
