@@ -40,8 +40,6 @@ CLUSTER = ROOT / "cluster.yaml"
 PAPER = ROOT / "configs" / "paper.yaml"
 CLOUD_DOC = ROOT / "docs" / "cloud.md"
 SETUP_KEYS = ("setup_commands", "head_setup_commands", "worker_setup_commands")
-# What docs/cloud.md tells the preprocessing job, so that its vLLM engine lands on gpu_llm.
-LLM_OVERRIDE = "llm.accelerator_type=L40S"
 # bf16 weights of the LLMs configs/paper.yaml may name: 2 bytes per parameter.
 LLM_WEIGHT_BYTES = {"meta-llama/Llama-3.3-70B-Instruct": 2 * 70.6e9}
 VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of each GPU's memory
@@ -239,8 +237,8 @@ def train_workers(scaling: ScalingSection) -> list[Resources]:
     return [bundle] * scaling.num_workers
 
 
-def paper(cls, section: str, overrides: tuple[str, ...] = ()):
-    return load_config(cls, PAPER, list(overrides), section=section)
+def paper(cls, section: str):
+    return load_config(cls, PAPER, section=section)
 
 
 @pytest.mark.usefixtures("fake_aws")
@@ -264,18 +262,18 @@ def test_each_paper_job_brings_up_its_node_type(cluster, monkeypatch) -> None:
     trial = [*train_workers(tune.base_job().scaling), {"CPU": tune.trial_cpus}]
     assert launched(trial * trials) == {"gpu_train": trials}
 
+    # GPUs asked for explicitly: unset, a job sees no GPUs while the GPU types are at zero.
     features = paper(FeaturesJobConfig, "features")
-    actor = {
-        "CPU": features.num_cpus,
-        "GPU": 1.0 if features.num_gpus is None else features.num_gpus,
-    }
+    assert features.num_gpus == 1 and tune.evaluate_gpus == 1
+    actor = {"CPU": features.num_cpus, "GPU": features.num_gpus}
     assert launched([actor] * features.actors) == {"gpu_train": 1}
 
     # Preprocessing's map tasks take one CPU each (Ray Data's default) and no GPU.
     assert launched([{"CPU": 1.0}] * 64) == {"cpu": 2}
 
     serve = paper(ServeJobConfig, "serve")
-    replica = {"CPU": serve.model_cpus, "GPU": serve.model_gpus or 1.0}
+    assert serve.model_gpus == 1
+    replica = {"CPU": serve.model_cpus, "GPU": serve.model_gpus}
     replicas = [replica] * serve.autoscaling.max_replicas
     ingress = [{"CPU": serve.ingress_cpus}] * serve.ingress_replicas
     assert launched(replicas + ingress) == {"gpu_serve": serve.autoscaling.max_replicas}
@@ -291,9 +289,9 @@ def test_each_paper_job_brings_up_its_node_type(cluster, monkeypatch) -> None:
 
 @pytest.mark.usefixtures("fake_aws")
 def test_the_llm_engine_lands_on_a_node_that_holds_its_weights(cluster, monkeypatch) -> None:
-    assert LLM_OVERRIDE in CLOUD_DOC.read_text()
-    llm = paper(PreprocessJobConfig, "preprocess", (LLM_OVERRIDE,)).llm
-    assert llm is not None and llm.engine == "vllm"
+    llm = paper(PreprocessJobConfig, "preprocess").llm
+    assert llm is not None and llm.engine == "vllm" and llm.accelerator_type == "L40S"
+    assert "`llm.accelerator_type: L40S`" in CLOUD_DOC.read_text()  # and the docs say why
     # Ray Data's vLLM stage: per engine a placement group of tensor_parallel_size bundles of
     # one GPU and one CPU, plus a sliver of the accelerator_type label when one is named.
     bundle = {"GPU": 1.0, "CPU": 1.0, f"accelerator_type:{llm.accelerator_type}": 0.001}

@@ -164,7 +164,8 @@ def run_demo(config: DemoConfig | None = None, console: Console | None = None) -
     data = str(out / "data")
     with console.stage("preprocess", config.count, "images", "prepare", logs) as stage:
         prepared = preprocess(str(phantoms), data, PreprocessJobConfig(resolutions=[config.size]))
-        stage.result = f"{prepared['rows_out']} images {prepared['splits']} -> {data}"
+        splits = ", ".join(f"{name} {count}" for name, count in prepared["splits"].items())
+        stage.result = f"{prepared['rows_out']} images ({splits}) -> {data}"
     with console.stage("features", prepared["rows_out"], "images", "TokenEncoder", logs) as stage:
         vision = config.overrides()["vision"]
         cache = compute_features(data, data, FeaturesJobConfig(model=config.model, vision=vision))
