@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from radzero import storage
+from radzero import cli, storage
 from radzero.config import from_dict
 from radzero.data import benchmarks, phantom
 from radzero.data.images import read_image, to_pixels
@@ -300,10 +299,11 @@ def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
     common = {"model": model_dir, "benchmark": "phantom", "root": str(root), "batch_size": 8}
     from_images = evaluate(EvaluateJobConfig(**common, out=str(tmp_path / "images")))
     # From the cache through the job's command line: --features switches the source.
-    job = runpy.run_path(str(Path(__file__).parents[1] / "jobs" / "evaluate.py"))["main"]
     cached = storage.join(data, "features", cache["key"])
     args = ["--model", model_dir, "--benchmark", "phantom", "--root", str(root)]
-    assert job([*args, "--out", str(tmp_path / "cache"), "--features", cached]) == 0
+    assert (
+        cli.main(["evaluate", *args, "--out", str(tmp_path / "cache"), "--features", cached]) == 0
+    )
     from_cache = json.loads((tmp_path / "cache" / "phantom" / "metrics.json").read_text())
     assert from_cache["source"] == "features" and from_cache["config"]["features"] == cached
     assert from_cache["images"] == from_images["images"] > 0 and not from_cache["failed"]

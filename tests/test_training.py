@@ -97,7 +97,7 @@ def test_demo_config_rejects_unknown_keys_and_keeps_defaults():
     from radzero.platform.demo import DemoConfig, demo_config
 
     config = demo_config({"optim": {"epochs": 2}})
-    assert config.optim.epochs == 2 and config.optim.lr == DemoConfig().optim.lr == 1e-3
+    assert config.optim.epochs == 2 and config.optim.lr == DemoConfig().optim.lr == 2e-3
     with pytest.raises(ValueError, match=r"unknown config key.*optim\.epoch\b"):
         demo_config({"optim": {"epoch": 2}})
 
