@@ -48,7 +48,7 @@ class Stage:
     def update(self, done: int, note: str = "") -> None:
         """Set how much is done (``note``: a short status after the count)."""
         self.done, self.note = max(done, 0), note or self.note
-        self._draw(final=False)
+        self._draw()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -56,7 +56,7 @@ class Stage:
     def _prefix(self) -> str:
         return f"[{self.number}/{self.console.stages}] {self.name:<{self.console.width}}"
 
-    def _draw(self, final: bool) -> None:
+    def _draw(self) -> None:
         if self.total:
             fraction = min(self.done / self.total, 1.0)
             filled = round(fraction * BAR_WIDTH)
@@ -70,7 +70,7 @@ class Stage:
             self.console.write(
                 "\r" + text[: self.console.columns - 1].ljust(self.console.columns - 1)
             )
-        elif final or (self.total and fraction >= self._shown + 0.25):
+        elif self.total and fraction >= self._shown + 0.25:
             self._shown = fraction  # a log file or a pipe gets a line every quarter
             self.console.write(text + "\n")
 
@@ -114,7 +114,7 @@ class Console:
         global _current
         self.number += 1
         stage = _current = Stage(self, self.number, name, total, unit, operator)
-        stage._draw(final=False)
+        stage._draw()
         try:
             yield stage
         except Exception as err:
