@@ -174,3 +174,46 @@ def list_files(uri: str | os.PathLike, suffix: str = "") -> list[str]:
         for info in infos
         if info.type == pafs.FileType.File and info.path.endswith(suffix)
     )
+
+
+def folder_files(uri: str | os.PathLike) -> dict[str, int]:
+    """{name relative to the folder ("/"-separated): size in bytes} of every file under it,
+    sorted by name; empty when the folder is absent."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    infos = with_retries(lambda: fs.get_file_info(selector), f"list {uri}")
+    files = {
+        posixpath.relpath(info.path, path): info.size
+        for info in infos
+        if info.type == pafs.FileType.File
+    }
+    return dict(sorted(files.items()))
+
+
+CACHE_VARIABLE = "RADZERO_CACHE"
+_COPIED = ".radzero-copied"
+
+
+def local_folder(uri: str | os.PathLike) -> str:
+    """A local folder holding what ``uri`` holds: ``uri`` itself when it is local; for an S3
+    prefix, a copy under ``$RADZERO_CACHE`` (default ``~/.cache/radzero``) that is downloaded
+    once and again only when the prefix's files (names and sizes) change.
+
+    For libraries that read only local files (transformers, sentence-transformers).
+    """
+    uri = str(uri)
+    if not is_s3(uri):
+        return uri
+    files = folder_files(uri)
+    if not files:
+        raise FileNotFoundError(f"{uri} holds no files")
+    cache = Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
+    target = cache / "s3" / resolve(uri)[1]
+    listing = "\n".join(f"{size} {name}" for name, size in files.items())
+    marker = target / _COPIED
+    if marker.is_file() and marker.read_text() == listing:
+        return str(target)
+    for name in files:
+        write_bytes(target / name, read_bytes(join(uri, name)))
+    marker.write_text(listing)  # last: a copy interrupted half-way is downloaded again
+    return str(target)

@@ -355,7 +355,13 @@ def test_preprocessing_is_saved_with_the_model_and_restored_from_it(tiny_config,
     model = build({"vision": {"checkpoint": str(folder)}, "text": {"trainable": False}})
     model.save_pretrained(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())["preprocess"]
-    assert saved == {"image_size": 96, "mean": [0.5] * 3, "std": [0.2] * 3, "channels": 3}
+    assert saved == {
+        "image_size": 96,
+        "mean": [0.5] * 3,
+        "std": [0.2] * 3,
+        "channels": 3,
+        "resize": "bilinear",
+    }
     # The backbone's processor changes afterwards: the saved model keeps its own preprocessing.
     (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1] * 3}))
     loaded = RadZero.from_pretrained(tmp_path / "model")

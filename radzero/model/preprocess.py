@@ -12,11 +12,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from radzero.config import from_dict
 
@@ -31,13 +32,16 @@ class PreprocessConfig:
     The image is resized directly (no crop, no aspect padding) to ``image_size`` square,
     replicated to ``channels`` and normalised with ``mean``/``std`` per channel:
     ``preprocess(gray)`` maps an (H, W) float array in [0, 1] to a float32 (channels, S, S)
-    tensor.
+    tensor. ``resize`` is "bilinear" (antialiased when shrinking, on the float image) or
+    "bicubic-8bit", the authors' processor: the image rounded to 8 bits and resized by
+    Pillow's bicubic filter, then divided by 255 (what a converted model uses).
     """
 
     image_size: int = 224
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     channels: int = 3
+    resize: Literal["bilinear", "bicubic-8bit"] = "bilinear"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -54,8 +58,8 @@ class PreprocessConfig:
     def __call__(self, gray: np.ndarray) -> torch.Tensor:
         """An (H, W) grey array in [0, 1] -> normalised float32 (channels, S, S) pixels.
 
-        The resize is bilinear, antialiased when shrinking; the grey plane is replicated to
-        ``channels`` and normalised as ``(x - mean) / std``.
+        The resize is ``resize``'s; the grey plane is replicated to ``channels`` and
+        normalised as ``(x - mean) / std``.
         """
         arr = np.asarray(gray)
         if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
@@ -63,7 +67,10 @@ class PreprocessConfig:
                 f"preprocessing expects a non-empty (H, W) float array, got shape {arr.shape} "
                 f"dtype {arr.dtype}"
             )
-        plane = resize(arr, self.image_size)[None]
+        if self.resize == "bicubic-8bit":
+            plane = resize_8bit_bicubic(arr, self.image_size)[None]
+        else:
+            plane = resize(arr, self.image_size)[None]
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
         return (plane - mean) / std
@@ -85,6 +92,14 @@ def resize(gray: np.ndarray, size: int) -> torch.Tensor:
         plane, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
     )
     return plane[0, 0]
+
+
+def resize_8bit_bicubic(gray: np.ndarray, size: int) -> torch.Tensor:
+    """An (H, W) grey array in [0, 1] rounded to 8 bits, resized to (size, size) by Pillow's
+    bicubic filter (which widens its support when shrinking), back in [0, 1]."""
+    levels = np.rint(np.clip(np.asarray(gray, dtype=np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+    resized = Image.fromarray(levels).resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)
 
 
 def resolve_preprocess(

@@ -22,6 +22,8 @@ from radzero.model.config import (
     CONFIG_NAME,
     FORMAT_VERSION,
     RadZeroConfig,
+    bundled_components,
+    locate_bundled,
     read_pretrained_meta,
     resolve_model_config,
 )
@@ -181,7 +183,8 @@ class RadZero(nn.Module):
         ``RADZERO_REGISTRY`` (see :mod:`radzero.registry`).
 
         The preprocessing is the saved one (a config without it, from before it was saved,
-        resolves it from the backbone). Never unpickles.
+        resolves it from the backbone). A converted model's backbone and text encoder are
+        bundled in its folder (see :mod:`radzero.model.convert`). Never unpickles.
         """
         from radzero import registry as model_registry  # imported here: it imports this module
 
@@ -201,7 +204,7 @@ class RadZero(nn.Module):
             raise ValueError(f"{weights_uri} is corrupt or unreadable: {err}") from err
         saved = meta.get("preprocess")
         preprocess = None if saved is None else PreprocessConfig.from_dict(saved)
-        model = cls(RadZeroConfig.from_dict(meta["model"]), preprocess)
+        model = cls(RadZeroConfig.from_dict(locate_bundled(meta["model"], uri)), preprocess)
         model.load_trainable_state_dict(state, source=weights_uri)
         return model
 
@@ -250,8 +253,17 @@ def create_model(
 
 def copy_pretrained(source: str | os.PathLike, target: str | os.PathLike) -> str:
     """Copy the model files of a ``save_pretrained`` folder (or a training checkpoint, which
-    holds them) to another folder or ``s3://`` prefix, without building the model."""
-    read_pretrained_meta(source)  # refuse a folder that is not a model
+    holds them) to another folder or ``s3://`` prefix, without building the model; the
+    components it bundles (a converted model's backbone and text encoder) go along."""
+    meta = read_pretrained_meta(source)  # refuse a folder that is not a model
+    for folder in bundled_components(meta["model"]).values():
+        origin = storage.join(source, folder)
+        files = storage.folder_files(origin)
+        if not files:
+            raise FileNotFoundError(f"{origin} is missing: the model's config bundles it")
+        for name in files:
+            data = storage.read_bytes(storage.join(origin, name))
+            storage.write_bytes(storage.join(target, folder, name), data)
     for name in (WEIGHTS_NAME, CONFIG_NAME):  # the config last, as save_pretrained writes
         storage.write_bytes(
             storage.join(target, name), storage.read_bytes(storage.join(source, name))

