@@ -31,8 +31,8 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 def test_shipped_vocabulary_counts() -> None:
     findings = [name for name in FINDINGS_VOCABULARY if name not in DEVICE_VOCABULARY]
-    assert (len(findings), len(DEVICE_VOCABULARY), len(FINDINGS_VOCABULARY)) == (36, 14, 50)
-    assert len(VOCABULARY.phrases) == 58
+    assert (len(findings), len(DEVICE_VOCABULARY), len(FINDINGS_VOCABULARY)) == (40, 14, 54)
+    assert len(VOCABULARY.phrases) == 65
     assert tuple(SHIPPED["findings"]) == FINDINGS_VOCABULARY
     assert set(DEVICE_VOCABULARY) <= VOCABULARY.never_located
 
@@ -145,7 +145,8 @@ def test_malformed_vocabulary_names_the_entry(
 
 def test_a_finding_given_twice_is_refused(tmp_path: Path) -> None:
     text = VOCABULARY_FILE.read_text(encoding="utf-8")
-    entry = "  stent:\n    device: true\n    phrases:\n      - |\n        stents?\n"
+    entry = "  stent:\n    source: project\n    device: true\n"
+    entry += "    phrases:\n      - |\n        stents?\n"
     assert entry in text
     path = tmp_path / "vocabulary.yaml"
     path.write_text(text.replace(entry, entry + entry), encoding="utf-8")

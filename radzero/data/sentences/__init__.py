@@ -15,12 +15,19 @@ Sentences and clauses
     bulleted list items; decimals ("2.8 cm") and abbreviations ("approx.", "Dr.", "vs.") do not
     end sentences, and a wrapped line continues its sentence unless the next line starts a new
     capitalised one. Clauses end at "but", "however", "although", "except", "which", a new
-    subject after "and"/a comma ("and the ...", ", there is ...") and similar words.
+    subject after "and"/a comma ("and the ...", ", there is ...", but not "if there is") and
+    similar words.
 
 Findings
     Each vocabulary phrase maps to one canonical name (``FINDINGS_VOCABULARY``); overlapping
-    phrases resolve to the longest ("nodular opacity" is a nodule, "subcutaneous emphysema" is not
-    emphysema). A bare "lesion" counts as a mass, "lung lesion" as the CheXpert "lung lesion".
+    phrases resolve to the longest ("granulomatous infection" is a granuloma, "subcutaneous
+    emphysema" is not emphysema). A bare "lesion" counts as a mass, "lung lesion" as the CheXpert
+    "lung lesion". Look-alikes stay apart: infection, aspiration and pneumonitis are findings of
+    their own, not pneumonia; blunting of a costophrenic angle is "blunting", not a pleural
+    effusion; a nodular opacity is a nodule only when discrete (a size up to 3 cm, or "small",
+    "rounded", "solid", "well-circumscribed", ...), otherwise an opacity; a fractured wire, lead
+    or screw is no fracture. Curvatures of the spine ("dextroscoliosis", "levocurvature of the
+    thoracolumbar spine") are scoliosis, a kyphotic one is not.
     Normal statements imply absent findings: a normal heart, cardiac silhouette or
     cardiomediastinal silhouette -> no cardiomegaly (the last also no enlarged
     cardiomediastinum), normal mediastinal contours -> no enlarged cardiomediastinum, normal hila
@@ -28,17 +35,21 @@ Findings
     consolidation, intact or normal bones -> no fracture, normal pulmonary vascularity -> no
     vascular congestion, "extubated" -> no endotracheal tube.
 
-Negation and uncertainty
-    Cues are negating ("no", "without", "free of", "not seen", "has resolved", "removed", ...) or
-    hedging ("may", "possible", "likely", "cannot be excluded", "suspicious for", "versus", ...)
-    and act forwards ("no X, Y or Z"), backwards ("X and Y cannot be excluded") or both
-    ("X versus Y"), never beyond their clause. A cue inside a phrase ("the heart may be enlarged",
-    "the heart is not enlarged") decides it. Otherwise the nearest following cue decides if it
-    acts backwards and reaches the finding: not past a forward cue, past a comma or "with" only
-    within a list ("A, B, or C cannot be excluded"), and for "versus" only from the finding right
-    before it. Then the nearest preceding forward cue decides; otherwise the finding is present. A
-    hedge right after a negation with no finding in between ("no findings suggestive of
-    pneumonia") does not undo the negation.
+Negation, uncertainty and hypothetical statements
+    Cues are negating ("no", "without", "free of", "not seen", "has resolved", "removed", ...),
+    hedging ("may", "possible", "likely", "cannot be excluded", "suspicious for", "versus", ...) or
+    hypothetical: a condition, request, history or limit of the study that says nothing about this
+    image ("if there is concern for fracture", "correlate clinically for pneumonia", "rule out",
+    "history of", "evaluation for pneumothorax is limited", "fractures may not be demonstrated",
+    "could obscure a nodule"). A hypothetical cue that reaches a finding decides before any other
+    and the finding gives no sentence. Cues act forwards ("no X, Y or Z"), backwards ("X and Y
+    cannot be excluded") or both ("X versus Y"), never beyond their clause. A cue inside a phrase
+    ("the heart may be enlarged", "the heart is not enlarged") decides it. Otherwise the nearest
+    following cue decides if it acts backwards and reaches the finding: not past a forward cue, past
+    a comma or "with" only within a list ("A, B, or C cannot be excluded"), and for "versus" only
+    from the finding right before it. Then the nearest preceding forward cue decides; otherwise the
+    finding is present. A hedge right after a negation with no finding in between ("no findings
+    suggestive of pneumonia") does not undo the negation.
     Temporal wording never reaches the output: "improved", "unchanged", "no change in",
     "partially resolved" leave a finding present, while "resolved" / "resolution of" negate it.
 

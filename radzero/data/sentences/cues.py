@@ -14,6 +14,7 @@ from radzero.data.sentences.vocabulary import (
     BACKWARD,
     BOTH,
     FORWARD,
+    HYPOTHETICAL,
     PRESENT,
     UNCERTAIN,
     VOCABULARY,
@@ -71,10 +72,28 @@ def _reaches_back(between: str) -> bool:
     return len(parts) == 1 or re.search(r"\b(?:and|or)\b", parts[-1]) is not None
 
 
+def _hypothetical(finding: Span, cues: list[Span], clause: str) -> bool:
+    """Whether a hypothetical cue reaches the finding: any one before it that acts forwards, or
+    one after it that acts backwards across no comma or "with" outside a list."""
+    for cue in cues:
+        if cue.label != HYPOTHETICAL:
+            continue
+        if cue.end <= finding.start and cue.extra != BACKWARD:
+            return True
+        if cue.start >= finding.end and cue.extra != FORWARD:
+            return _reaches_back(clause[finding.end : cue.start])
+    return False
+
+
 def finding_status(finding: Span, findings: list[Span], cues: list[Span], clause: str) -> str:
-    """Present, uncertain or absent from the cues around a finding in its clause."""
+    """Present, uncertain, absent or hypothetical from the cues around a finding in its clause.
+
+    A hypothetical cue that reaches the finding decides before every other cue.
+    """
     if finding.fixed:
         return finding.fixed
+    if _hypothetical(finding, cues, clause):
+        return HYPOTHETICAL
     inside = [c for c in cues if finding.start <= c.start and c.end <= finding.end]
     if inside:
         return inside[-1].label

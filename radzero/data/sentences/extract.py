@@ -12,7 +12,13 @@ from radzero.data.sentences.findings import finding_spans
 from radzero.data.sentences.locations import clause_tokens, location_names, location_words
 from radzero.data.sentences.sections import finding_text
 from radzero.data.sentences.split import clauses, normalise, split_sentences
-from radzero.data.sentences.vocabulary import ABSENT, PRESENT, UNCERTAIN, VOCABULARY
+from radzero.data.sentences.vocabulary import (
+    ABSENT,
+    HYPOTHETICAL,
+    PRESENT,
+    UNCERTAIN,
+    VOCABULARY,
+)
 
 _RANK = {ABSENT: 0, UNCERTAIN: 1, PRESENT: 2}
 _TEMPLATES = {PRESENT: "There is {}", UNCERTAIN: "There may be {}", ABSENT: "There is no {}"}
@@ -53,6 +59,8 @@ def _sentence_mentions(sentence: str, index: int) -> list[_Mention]:
             if not finding.label:
                 continue
             status = finding_status(finding, findings, cues, clause)
+            if status == HYPOTHETICAL:
+                continue
             locations = [""]
             if finding.label not in VOCABULARY.never_located and not finding.fixed:
                 words = location_words(finding, position, findings, cues, tokens)

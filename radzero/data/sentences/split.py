@@ -25,7 +25,7 @@ _CLAUSE_BREAK = re.compile(
     rf"|,?\s+(?=(?:{_alternatives(VOCABULARY.clause_openers)})\b)"
     r"|,?\s+(?=and (?:a|an|the|there)\b)"
     r"|,\s*(?=(?:with )?(?:a|an|the|this|these)\b)"
-    r"|,?\s+(?=there (?:is|are|has|have|was|were)\b)"
+    r"|(?<!\bif)(?<!\bwhether),?\s+(?=there (?:is|are|has|have|was|were)\b)"
 )
 
 
@@ -76,6 +76,7 @@ def normalise(sentence: str) -> str:
     text = sentence.lower().replace("’", "'")
     text = re.sub(r"\bw/o\b", "without", text)
     text = re.sub(r"\bs/p\b", "status post", text)
+    text = re.sub(r"\bh/o\b", "history of", text)
     text = re.sub(r"\bb/l\b", "bilateral", text)
     text = re.sub(r"\br/o\b", "rule out", text)
     text = re.sub(r"\bw/", "with ", text)

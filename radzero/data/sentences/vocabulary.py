@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-PRESENT, UNCERTAIN, ABSENT = "present", "uncertain", "absent"
+# HYPOTHETICAL: a condition, request or limit of the study ("if there is concern for fracture")
+PRESENT, UNCERTAIN, ABSENT, HYPOTHETICAL = "present", "uncertain", "absent", "hypothetical"
 FORWARD, BACKWARD, BOTH = "forward", "backward", "both"
 
 VOCABULARY_FILE = Path(__file__).with_name("vocabulary.yaml")
@@ -140,7 +141,8 @@ def _vocabulary(data: Any) -> Vocabulary:
     normal_statements = []
     for number, entry in enumerate(_list(top["normal_statements"], "normal_statements")):
         where = f"normal_statements[{number}]"
-        entry = _mapping(entry, where, ("absent", "phrases"))
+        entry = _mapping(entry, where, ("absent", "phrases", "source"))
+        _text(entry["source"], f"{where} > source")
         absent = tuple(
             _one_of(finding, names, f"{where} > absent", _A_FINDING)
             for finding in _list(entry["absent"], f"{where} > absent")
@@ -150,8 +152,9 @@ def _vocabulary(data: Any) -> Vocabulary:
     cues = []
     for number, entry in enumerate(_list(top["cues"], "cues")):
         where = f"cues[{number}]"
-        entry = _mapping(entry, where, ("status", "scope", "phrases"))
-        status = _one_of(entry["status"], (ABSENT, UNCERTAIN), f"{where} > status")
+        entry = _mapping(entry, where, ("status", "scope", "phrases", "source"))
+        _text(entry["source"], f"{where} > source")
+        status = _one_of(entry["status"], (ABSENT, UNCERTAIN, HYPOTHETICAL), f"{where} > status")
         scope = _one_of(entry["scope"], (FORWARD, BACKWARD, BOTH), f"{where} > scope")
         # A cue is a whole word or phrase: no letter, digit or hyphen on either side.
         pattern = _pattern(
@@ -189,7 +192,8 @@ def _findings(
         where = f"findings > {name}"
         if not isinstance(name, str) or not _FINDING_NAME.fullmatch(name):
             raise VocabularyError(f"{where}: a name is lower-case words (letters, spaces, -)")
-        entry = _mapping(entry, where, ("phrases",), ("device", "located", "side_region"))
+        entry = _mapping(entry, where, ("phrases", "source"), ("device", "located", "side_region"))
+        _text(entry["source"], f"{where} > source")
         for number, rx in enumerate(_list(entry["phrases"], f"{where} > phrases")):
             pattern = _pattern(rx, f"{where} > phrases[{number}]", fragments, r"\b(?:{})\b")
             phrases.append((name, pattern))
