@@ -131,7 +131,7 @@ def _cell(value: object, kind: type, manifest: str, column: str) -> Any:
 
 
 def read_exclusion_list(uri: str) -> set[str]:
-    """The ``dicom_id``s that an exclusion list names (docs/data.md, "Exclusion lists").
+    """The ``dicom_id``s that an exclusion list names (docs/data.md, the exclusion lists).
 
     MS-CXR's label file (a name of ``MSCXR.files``) is read by the MS-CXR reader, so it is
     checked as the benchmark checks it, and every image it holds is listed; any other file is a
