@@ -128,8 +128,11 @@ def _type_error(hint: Any, value: Any, where: str) -> ValueError:
     )
 
 
-def path_field(default: str | None) -> Any:
-    """A config field holding a local path or URI; jobs resolve relative paths on start-up."""
+def path_field(default: str | list[str] | None) -> Any:
+    """A config field holding a local path or URI, or a list of them; jobs resolve relative
+    paths on start-up."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"path": True})
     return dataclasses.field(default=default, metadata={"path": True})
 
 

@@ -415,7 +415,8 @@ def test_each_job_runs_its_radzero_stage_on_a_config_of_the_image(stage):
     config = job_config(stage)  # every --set key and value is one the stage's config accepts
     for field in path_fields(config):  # a pod's own disk is gone with the cluster
         value = getattr(config, field)
-        assert value is None or storage.is_s3(value), f"{stage}: {field} {value!r} is not on S3"
+        for uri in value if isinstance(value, list) else [value]:
+            assert uri is None or storage.is_s3(uri), f"{stage}: {field} {uri!r} is not on S3"
 
 
 def test_evaluate_scores_the_train_jobs_model():

@@ -340,20 +340,27 @@ def test_llm_backend_inside_the_job_with_fallback_counted(ray_local, tmp_path) -
     from radzero.platform.llm import LLMConfig
     from tests.llm_stub import StubLLM, expected_sentences
 
-    phantom.write_dataset(tmp_path / "raw", 3, size=64, seed=5)
+    phantom.write_dataset(tmp_path / "raw", 4, size=64, seed=5)
     frame = pd.read_csv(tmp_path / "raw" / "manifest.csv", keep_default_na=False)
     reports = ["#a Small effusion. No pneumothorax.", "#b ALWAYS_INVALID Possible nodule."]
     frame.loc[:1, "report"] = reports
     frame.loc[:1, "sentences"] = ""  # row 2 keeps its own sentences: never sent to the LLM
+    # Row 3 is on an exclusion list: quarantined, and never sent to the LLM either.
+    frame.loc[3, ["report", "sentences"]] = ["#c Large effusion.", ""]
+    frame["dicom_id"] = ["d0", "d1", "d2", "d3"]
     frame.to_csv(tmp_path / "raw" / "manifest.csv", index=False)
+    (tmp_path / "excluded.csv").write_text("dicom_id\nd3\n")
     stub = StubLLM(tmp_path / "canary").start()
     try:
         llm = LLMConfig(url=stub.url, model="stub", max_attempts=2)
-        config = PreprocessJobConfig(resolutions=[64], sentences="llm", llm=llm)
+        config = PreprocessJobConfig(
+            resolutions=[64], sentences="llm", llm=llm, exclude=[str(tmp_path / "excluded.csv")]
+        )
         summary = preprocess(str(tmp_path / "raw"), str(tmp_path / "out"), config)
     finally:
         stub.stop()
     assert summary["sentence_sources"] == {"llm": 1, "rules_fallback": 1, "manifest": 1}
+    assert summary["excluded"] == summary["quarantined"] == 1
     assert stub.counts == {"#a": 1, "#b": 2}
     rows = read_prepared(str(tmp_path / "out"), 64).to_pandas().set_index("row_id")
     assert list(rows.loc[0, "sentences"]) == expected_sentences(reports[0])

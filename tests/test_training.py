@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from radzero.config import from_dict
 from radzero.eval.metrics import auc_per_class
 from radzero.model import create_model
 from radzero.model.training import (
     Batch,
     EarlyStopping,
     TrainConfig,
+    autocast_dtype,
     build_optimizer,
     cosine_schedule,
     select_sentences,
@@ -115,6 +117,17 @@ def test_bf16_autocast_step_is_finite(tiny_config):
     metrics = train_step(model, batch, optimizer, None, config, autocast_dtype=torch.bfloat16)
     assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["loss"] > 0
     assert all(torch.isfinite(p).all() for p in model.align.parameters())
+
+
+def test_precision_sets_the_autocast_of_a_gpu_step_only():
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")  # devices named, none needed
+    assert autocast_dtype(TrainConfig(), gpu) is torch.bfloat16  # bf16 is the default
+    assert autocast_dtype(TrainConfig(precision="bf16"), cpu) is None
+    assert autocast_dtype(TrainConfig(precision="fp32"), gpu) is None
+    with pytest.raises(ValueError, match=r"optim\.precision must be one of \('bf16', 'fp32'\)"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match=r"config optim\.precision must be one of"):
+        from_dict(TrainConfig, {"precision": "half"}, "optim.")
 
 
 def test_fit_refuses_a_set_too_small_for_negatives(tiny_config):

@@ -60,8 +60,11 @@ def parse_config(
         }
         loaded: Any = load_config(config, args.config, args.set, section=section, values=given)
         for name in path_fields(loaded):
-            if getattr(loaded, name):
-                setattr(loaded, name, resolve_path(getattr(loaded, name)))
+            value = getattr(loaded, name)
+            if isinstance(value, list):
+                setattr(loaded, name, [resolve_path(v) for v in value])
+            elif value:
+                setattr(loaded, name, resolve_path(value))
     except ValueError as err:
         parser.error(str(err))
     return args, loaded

@@ -30,7 +30,8 @@ def is_mimic_layout(root: str) -> bool:
 
 
 def read_mimic(root: str) -> pd.DataFrame:
-    """One manifest row per image: image, report, split, study_id, patient_id, view, labels."""
+    """One manifest row per image: image, dicom_id (what exclusion lists match), report, split,
+    study_id, patient_id, view, labels."""
     split_csv = _find_csv(root, "split")
     if split_csv is None:
         raise FileNotFoundError(f"{root}: no mimic-cxr-2.0.0-split.csv(.gz) beside files/")

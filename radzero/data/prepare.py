@@ -4,6 +4,7 @@ The preprocessing job (:mod:`radzero.platform.preprocess`) runs these functions 
 a notebook can call them on a pandas frame directly::
 
     frame = normalise_manifest(load_manifest(uri), uri)
+    frame = mark_excluded(frame, {list_uri: read_exclusion_list(list_uri)})  # optional
     frame = assign_splits(frame, SplitFractions())
     prepared = prepare_batch(frame, resolutions=[224], max_bytes=64 * 2**20)
 
@@ -14,6 +15,7 @@ A prepared row holds ``boxes`` as a list of :data:`BOX` and ``masks`` as a list 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ import torch
 from PIL import Image
 
 from radzero import storage
+from radzero.data.benchmarks import MSCXR
+from radzero.data.benchmarks._base import file_name, find_file, read_table, require
 from radzero.data.hashing import content_hash, unit_interval
 from radzero.data.images import ImageTooLarge, read_image, resize, reuse_freed_memory
 from radzero.data.manifest import ID_COLUMNS
@@ -126,6 +130,52 @@ def _cell(value: object, kind: type, manifest: str, column: str) -> Any:
     return value
 
 
+def read_exclusion_list(uri: str) -> set[str]:
+    """The ``dicom_id``s that an exclusion list names (docs/data.md, the exclusion lists).
+
+    MS-CXR's label file (a name of ``MSCXR.files``) is read by the MS-CXR reader, so it is
+    checked as the benchmark checks it, and every image it holds is listed; any other file is a
+    CSV (gzipped when it ends in .gz) with a ``dicom_id`` column. FileNotFoundError when the
+    file is missing; ValueError when it has no ``dicom_id`` column or lists no id.
+    """
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"exclusion list {uri} does not exist")
+    name = file_name(uri)
+    if name in MSCXR.files:
+        folder = storage.parent(uri)
+        chosen = file_name(find_file(folder, MSCXR.files))
+        if chosen != name:
+            raise ValueError(
+                f"exclusion list {uri}: the MS-CXR reader takes {chosen} beside it first; "
+                f"name {chosen}, or keep one MS-CXR label file in {folder}"
+            )
+        listed = MSCXR(folder).frame["dicom_id"]
+    else:
+        table = read_table(uri)
+        require(table, ["dicom_id"], f"exclusion list {uri}")
+        listed = table["dicom_id"]
+    ids = {str(v).strip() for v in listed} - {""}
+    if not ids:
+        raise ValueError(f"exclusion list {uri} lists no dicom_id")
+    return ids
+
+
+def mark_excluded(frame: pd.DataFrame, lists: Mapping[str, set[str]]) -> pd.DataFrame:
+    """Add ``excluded``: the first of ``lists`` (URI -> dicom_ids) holding the row's
+    ``dicom_id``, "" when none does or the row has no ``dicom_id`` (it is never excluded).
+
+    :func:`prepare_batch` quarantines a row with an ``excluded`` list as ``excluded: <URI>``.
+    """
+    frame = frame.copy()
+    given = frame["dicom_id"] if "dicom_id" in frame else pd.Series([""] * len(frame))
+    ids = ["" if pd.isna(v) else str(v).strip() for v in given]
+    frame["excluded"] = [
+        next((uri for uri, listed in lists.items() if dicom and dicom in listed), "")
+        for dicom in ids
+    ]
+    return frame
+
+
 def assign_splits(frame: pd.DataFrame, fractions: SplitFractions) -> pd.DataFrame:
     """Keep a given split; draw the others per patient (or study, or image) from a seeded hash."""
     frame = frame.copy()
@@ -151,9 +201,11 @@ def prepare_batch(
     """Decode, check and resize each row's image and settle its sentences; never raises per row.
 
     Each returned row has ``error`` and ``reason`` ("" when good) and ``image_<resolution>``
-    (PNG bytes, None when bad). With ``staging``, the good rows are written there as one
-    Parquet shard per resolution (``prepared/<resolution>/``, the image under ``image``) and
-    the returned rows carry no image bytes (one pass, images never cross the object store).
+    (PNG bytes, None when bad); a row whose ``excluded`` names a list (:func:`mark_excluded`)
+    is quarantined first, its image never read. With ``staging``, the good rows are written
+    there as one Parquet shard per resolution (``prepared/<resolution>/``, the image under
+    ``image``) and the returned rows carry no image bytes (one pass, images never cross the
+    object store).
     """
     reuse_freed_memory()
     records = [_prepare_row(row, resolutions, max_bytes) for row in batch.to_dict("records")]
@@ -176,7 +228,10 @@ def _prepare_row(row: dict[str, Any], resolutions: list[int], max_bytes: int) ->
     result["source"] = result.pop("image")
     result.update({f"image_{r}": None for r in resolutions})
     result["sentences"] = list(row["sentences"])
+    excluded = result.pop("excluded", "")
     try:
+        if excluded:
+            raise _Quarantine(f"excluded: {excluded}", f"dicom_id {row['dicom_id']} is listed")
         # Sentences first: a row without any is quarantined before its image is decoded.
         if not result["sentences"] and not result["sentence_source"]:
             if not row["report"].strip():

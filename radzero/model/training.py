@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -19,10 +19,16 @@ from radzero.model.distributed import average_gradients, gather_batch
 from radzero.model.loss import mp_nce_loss
 from radzero.model.radzero import RadZero
 
+Precision = Literal["bf16", "fp32"]
+
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; the defaults are the authors' (docs/method.md)."""
+    """Optimisation settings; the defaults are the authors' (docs/method.md).
+
+    ``precision``: "bf16" runs the Ray Train workers' steps under bfloat16 autocast on a GPU
+    (a CPU worker stays in float32); "fp32" never autocasts (:func:`autocast_dtype`).
+    """
 
     epochs: int = 20
     batch_size: int = 64
@@ -34,6 +40,7 @@ class TrainConfig:
     multi_positive: bool = True
     mask_false_negatives: bool = False
     average_loss: bool = False
+    precision: Precision = "bf16"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +53,17 @@ class TrainConfig:
                 f"config {', '.join(negative) or 'optim'}: lr, text_lr, weight_decay and "
                 "warmup_steps must be >= 0 and grad_clip > 0"
             )
+        if self.precision not in get_args(Precision):
+            raise ValueError(
+                f"config optim.precision must be one of {get_args(Precision)}, "
+                f"got {self.precision!r}"
+            )
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training step on ``device``: bfloat16 for ``precision: bf16`` on
+    a GPU, None (float32) otherwise."""
+    return torch.bfloat16 if config.precision == "bf16" and device.type == "cuda" else None
 
 
 @dataclass

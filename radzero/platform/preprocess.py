@@ -7,7 +7,8 @@ Output under ``out`` (a local folder or ``s3://`` prefix)::
                                       and masks (lists of structs, radzero.data.prepare.BOX
                                       and MASK)
     quarantine/quarantine.parquet     every bad row with its reason (missing file, corrupt image,
-                                      unsupported format, oversized image, empty report, ...)
+                                      unsupported format, oversized image, empty report, ...),
+                                      and every row of an exclusion list (excluded: <URI>)
     summary.json                      counts, reasons, the config and the input fingerprints
     _SUCCESS.json                     the commit marker; written last
 
@@ -36,8 +37,10 @@ from radzero.data.manifest import load_manifest
 from radzero.data.prepare import (
     SplitFractions,
     assign_splits,
+    mark_excluded,
     normalise_manifest,
     prepare_batch,
+    read_exclusion_list,
     write_table,
 )
 from radzero.data.splits import SPLITS
@@ -49,10 +52,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreprocessJobConfig:
-    """What the preprocessing job does with a manifest; ``manifest`` and ``out`` are URIs."""
+    """What the preprocessing job does with a manifest; ``manifest`` and ``out`` are URIs.
+
+    ``exclude`` lists URIs of exclusion lists (MS-CXR's label file, or a CSV with a ``dicom_id``
+    column): their images are quarantined as ``excluded: <URI>``, never prepared.
+    """
 
     manifest: str = path_field("")
     out: str = path_field("")
+    exclude: list[str] = path_field([])  # noqa: RUF009 (path_field: a default_factory)
     resolutions: list[int] = field(default_factory=lambda: [224])
     sentences: Literal["rules", "llm"] = "rules"  # for rows with a report and no sentences
     llm: LLMConfig | None = None
@@ -70,20 +78,30 @@ class PreprocessJobConfig:
             raise ValueError("config sentences: llm needs an llm section (url, model, ...)")
         if self.max_image_mb <= 0 or self.batch_rows < 1:
             raise ValueError("config max_image_mb must be > 0 and batch_rows >= 1")
+        repeated = len(set(self.exclude)) != len(self.exclude)
+        if repeated or any(not uri.strip() for uri in self.exclude):
+            raise ValueError(f"config exclude has an empty or repeated URI: {self.exclude}")
 
 
 def preprocess(manifest: str, out: str, config: PreprocessJobConfig | None = None) -> dict:
     """Run the job (idempotent) and return its summary."""
     config = config or PreprocessJobConfig()
     started = time.perf_counter()
+    exclusions = {uri: read_exclusion_list(uri) for uri in config.exclude}  # bad lists fail first
     frame = normalise_manifest(load_manifest(manifest), manifest)
     input_fingerprint = fingerprint(frame.to_json(orient="records", default_handler=str))
-    run_key = fingerprint(input_fingerprint, json.dumps(_settings(config), sort_keys=True))
+    run_key = fingerprint(
+        input_fingerprint,
+        json.dumps(_settings(config), sort_keys=True),
+        *(f"exclude {uri} {fingerprint(*sorted(ids))}" for uri, ids in exclusions.items()),
+    )
     finished = outputs.finished_run(out, run_key, "preprocess")
     if finished is not None:
         return finished
 
-    frame = assign_splits(frame, config.split)
+    frame = assign_splits(mark_excluded(frame, exclusions), config.split)
+    if exclusions and "dicom_id" not in frame.columns:
+        log.warning("preprocess: %s has no dicom_id column: no row can be excluded", manifest)
     log.info("preprocess: %d rows from %s -> %s", len(frame), manifest, out)
     staging = outputs.staging(out)
     blocks = [
@@ -114,10 +132,11 @@ def preprocess(manifest: str, out: str, config: PreprocessJobConfig | None = Non
     summary["elapsed_s"] = round(time.perf_counter() - started, 2)
     outputs.commit(staging, out, summary, run_key)
     log.info(
-        "preprocess: %d rows in, %d prepared, %d quarantined (%s)",
+        "preprocess: %d rows in, %d prepared, %d quarantined, %d of them excluded (%s)",
         summary["rows_in"],
         summary["rows_out"],
         summary["quarantined"],
+        summary["excluded"],
         ", ".join(f"{k}: {v}" for k, v in summary["quarantine_reasons"].items()) or "none",
     )
     return summary
@@ -134,7 +153,8 @@ def _llm_sentences(rows: ray.data.Dataset, config: LLMConfig) -> ray.data.Datase
 
 
 def _needs_extraction(row: dict[str, Any]) -> bool:
-    return len(row["sentences"]) == 0 and row["report"].strip() != ""
+    """A report and no sentences, and not excluded (an excluded row is never sent)."""
+    return len(row["sentences"]) == 0 and row["report"].strip() != "" and not row["excluded"]
 
 
 def _llm_source(row: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +189,7 @@ def _summary(
         "rows_in": len(frame),
         "rows_out": len(ok),
         "quarantined": int((meta["error"] != "").sum()),
+        "excluded": int((frame["excluded"] != "").sum()),
         "quarantine_reasons": dict(Counter(meta.loc[meta["error"] != "", "error"])),
         "splits": {name: int((ok["split"] == name).sum()) for name in SPLITS},
         "sentences_per_image": {
@@ -178,6 +199,7 @@ def _summary(
         },
         "sentence_sources": dict(Counter(ok["sentence_source"])),
         "resolutions": [int(r) for r in config.resolutions],
+        "exclude": list(config.exclude),
         "config": _settings(config),
         "input_fingerprint": input_fingerprint,
         "fingerprint": prepared_fingerprint,

@@ -23,6 +23,7 @@ from radzero.model.checkpoint import load_training_state, save_training_state
 from radzero.model.distributed import broadcast_parameters, gather_objects
 from radzero.model.training import (
     EarlyStopping,
+    autocast_dtype,
     batch_loss,
     build_optimizer,
     cosine_schedule,
@@ -72,7 +73,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             history = json.loads(storage.read_text(history_uri(job)))
             history = [row for row in history if row["epoch"] <= epoch]
 
-    autocast = torch.bfloat16 if device.type == "cuda" else None
+    autocast = autocast_dtype(job.optim, device)
     local_batch = job.optim.batch_size // world
     collate = BatchCollate(job.source, model, job.optim.multi_positive, job.optim.seed + rank)
     train_shard = ray.train.get_dataset_shard("train")
