@@ -136,6 +136,17 @@ def path_field(default: str | list[str] | None) -> Any:
     return dataclasses.field(default=default, metadata={"path": True})
 
 
+def model_field(default: str) -> Any:
+    """A config field naming a model: a folder or URI (resolved like :func:`path_field`) or a
+    registry reference such as ``name@best`` (kept as it is)."""
+    return dataclasses.field(default=default, metadata={"path": True, "reference": True})
+
+
+def reference_fields(config: Any) -> list[str]:
+    """Names of the top-level fields of ``config`` declared with :func:`model_field`."""
+    return [f.name for f in dataclasses.fields(config) if f.metadata.get("reference")]
+
+
 def path_fields(config: Any) -> list[str]:
     """Names of the top-level fields of ``config`` declared with :func:`path_field`."""
     return [f.name for f in dataclasses.fields(config) if f.metadata.get("path")]

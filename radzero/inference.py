@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -115,19 +114,18 @@ def ground(
     """Per phrase: its probability, the map's peak in the original image's pixels, the map on
     the patch grid (rows of floats) and, with ``overlays``, the map over the image as a PNG.
 
-    The peak is the argmax of the map at the model's input size (where evaluation's pointing
-    game takes it), mapped back to the original pixel it covers."""
+    The peak is the argmax of the map upsampled straight to the original size, as the authors'
+    inference takes it (one phrase's map at a time, so memory stays one map's)."""
     probabilities = model.classify(phrases, ["{}"], tokens=tokens)[0].tolist()
-    side = model.preprocess.image_size
-    maps = model.similarity_maps(phrases, tokens=tokens)[0]
     grid = model.similarity_maps(phrases, tokens=tokens, size=(_grid_side(model),) * 2)[0]
     height, width = gray.shape
     shown = _overlay_size(height, width) if overlays else None
     display = model.similarity_maps(phrases, tokens=tokens, size=shown)[0] if shown else None
     results = []
     for p, phrase in enumerate(phrases):
-        row, column = np.unravel_index(int(torch.argmax(maps[p])), (side, side))
-        peak = (_to_original(column, side, width), _to_original(row, side, height))
+        full = model.similarity_maps([phrase], tokens=tokens, size=(height, width))[0, 0]
+        row, column = np.unravel_index(int(torch.argmax(full)), (height, width))
+        peak = (int(column), int(row))
         result = {
             "phrase": phrase,
             "probability": float(probabilities[p]),
@@ -216,11 +214,6 @@ def _png(image: Image.Image) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _to_original(index: int, side: int, extent: int) -> int:
-    """The original pixel under model-grid pixel ``index`` (pixel centres aligned)."""
-    return int(min(extent - 1, max(0, math.floor((index + 0.5) * extent / side))))
 
 
 def _overlay_size(height: int, width: int) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from radzero import cli, registry, storage
 from radzero.model import RadZero
 from radzero.model.convert import CheckpointError, convert_authors, from_authors
 from tests.authors_checkpoint import expected_outputs, write_authors_folder
@@ -219,3 +221,51 @@ def test_refuses_what_it_does_not_understand(case: str, tmp_path: Path) -> None:
         convert_authors(folder, target)
     assert message in str(caught.value)
     assert not target.exists()  # nothing half-written
+
+
+def _same_weights(a: RadZero, b: RadZero) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_command_converts_and_registers_name_at_authors(
+    authors: Path, converted: Path, tmp_path, capsys
+) -> None:
+    root = tmp_path / "registry"
+    argv = [str(authors), str(tmp_path / "out"), "--register", "radzero", "--registry", str(root)]
+    assert cli.main(["convert-authors", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "registered radzero@1 (radzero@authors)" in printed
+    loaded = RadZero.from_pretrained("radzero@authors", registry=str(root))
+    assert _same_weights(loaded, RadZero.from_pretrained(converted))
+    card = registry.read_card("radzero@authors", root=str(root))
+    assert card["source"] == str(authors) and card["version"] == 1
+    # the registered version carries the bundled folders: the converted folder can go
+    shutil.rmtree(tmp_path / "out")
+    assert _same_weights(RadZero.from_pretrained("radzero@1", registry=str(root)), loaded)
+
+
+def test_the_command_reports_a_refusal_and_writes_nothing(tmp_path, capsys) -> None:
+    folder = write_authors_folder(tmp_path / "authors")
+    _edit_config(folder, lambda c: c["loss"]["RadZeroLoss"].update(sim_op="dot"))
+    assert cli.main(["convert-authors", str(folder), str(tmp_path / "out")]) == 1
+    assert "sim_op='dot' has no equivalent here" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+def test_on_s3_converted_registered_and_loaded_offline(
+    authors: Path, converted: Path, s3_bucket: str, tmp_path, monkeypatch
+) -> None:
+    """Converted straight to S3, then registered in an S3 registry: the bundled folders are
+    copied once into the local cache, and the model equals the local one."""
+    monkeypatch.setenv("RADZERO_CACHE", str(tmp_path / "cache"))
+    target = f"s3://{s3_bucket}/models/authors"
+    card = convert_authors(authors, target)
+    assert storage.exists(f"{target}/backbone/model.safetensors")
+    on_s3 = RadZero.from_pretrained(target)
+    assert _same_weights(on_s3, RadZero.from_pretrained(converted))
+    copies = sorted(p.name for p in (tmp_path / "cache").rglob(".radzero-copied"))
+    assert len(copies) == 2  # the backbone and the text encoder
+    root = f"s3://{s3_bucket}/registry"
+    assert registry.register(target, "radzero", card, root=root, aliases=("authors",)) == 1
+    assert _same_weights(RadZero.from_pretrained("radzero@authors", registry=root), on_s3)

@@ -328,3 +328,41 @@ def test_phantom_benchmark_from_the_feature_cache_matches_the_images(
                 features=storage.join(data, "features", cache["key"]),
             )
         )
+
+
+def test_the_authors_converted_model_by_registry_reference_with_stretched_images(
+    ray_local, chestxdet10, tmp_path
+) -> None:
+    """`radzero evaluate --model NAME@authors --set stretch=true`: the converted model from
+    the registry, each image min-max stretched first, as the authors' benchmark loader did."""
+    from radzero import registry
+    from radzero.data.images import stretch_contrast
+    from radzero.model.convert import convert_authors
+    from tests.authors_checkpoint import write_authors_folder
+
+    root = str(tmp_path / "registry")
+    card = convert_authors(write_authors_folder(tmp_path / "authors"), tmp_path / "converted")
+    registry.register(tmp_path / "converted", "radzero", card, root=root, aliases=("authors",))
+    args = ["--model", "radzero@authors", "--registry", root, "--benchmark", "chestxdet10"]
+    args += ["--root", str(chestxdet10), "--out", str(tmp_path / "eval")]
+    assert cli.main(["evaluate", *args, "--set", "stretch=true", "figure_examples=0"]) == 0
+    result = json.loads((tmp_path / "eval" / "chestxdet10" / "metrics.json").read_text())
+    assert result["model"] == "radzero@authors"
+    assert result["model_uri"] == registry.resolve("radzero@authors", root)
+
+    model = RadZero.from_pretrained("radzero@authors", registry=root)
+    good = benchmarks.read("chestxdet10", str(chestxdet10))
+    good = good[~good["image"].str.endswith("broken.png")].reset_index(drop=True)
+    classes = result["classes"]
+
+    def auc(stretch) -> float:
+        grays = [stretch(read_image(path)) for path in good["image"]]
+        pixels = torch.stack([to_pixels(gray, model.preprocess) for gray in grays])
+        builder = scoring.TruthBuilder(size=model.preprocess.image_size, template="There is {}")
+        truths = [builder.build({"boxes": b}, (64, 64)) for b in good["boxes"]]
+        records = scoring.score_batch(model, pixels, truths, classes, ["There is {}"])
+        frame = pd.concat([good, pd.DataFrame(records)], axis=1)
+        return scoring.summarise(frame, classes)["auc"]["macro"]
+
+    assert result["auc"]["macro"] == pytest.approx(auc(stretch_contrast), abs=1e-6)
+    assert result["auc"]["macro"] != pytest.approx(auc(lambda gray: gray), abs=1e-6)

@@ -73,9 +73,9 @@ def test_a_batch_of_refused_images_runs_no_forward(model, monkeypatch):
     assert isinstance(answers[0], InputError) and "empty file" in answers[0].detail
 
 
-def test_the_peak_is_the_original_pixel_under_the_model_pixel(model, monkeypatch):
-    """A 64 px model on a 128 x 256 (h x w) image: model pixel (row 10, column 40) covers
-    original rows 20-21 and columns 160-163; its centre falls on original pixel (21, 162)."""
+def test_the_peak_is_the_argmax_of_the_map_at_the_original_size(model, monkeypatch):
+    """A 64 px model on a 128 x 256 (h x w) image: the map upsampled (here: nearest) to the
+    original size peaks first at row 20, column 160, which model pixel (10, 40) covers."""
     side = model.preprocess.image_size
     heatmap = torch.zeros(1, 1, side, side)
     heatmap[0, 0, 10, 40] = 1.0
@@ -85,7 +85,7 @@ def test_the_peak_is_the_original_pixel_under_the_model_pixel(model, monkeypatch
 
     monkeypatch.setattr(model, "similarity_maps", maps)
     answer = answer_batch(model, [Query("ground", _png(128, 256, 2), ["mass"])])[0]
-    assert answer["phrases"][0]["peak"] == {"x": 162, "y": 21}
+    assert answer["phrases"][0]["peak"] == {"x": 160, "y": 20}
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from radzero import registry
 from radzero.data import phantom
 from radzero.data.images import load_image
 from radzero.inference import decode_rle
@@ -116,8 +117,7 @@ def test_ground_peaks_grids_and_overlays(served, http, library, images):
     assert response.status_code == 200, response.text
     answers = response.json()["phrases"]
     pixels = load_image(images["png"], library.preprocess)[None]
-    side = library.preprocess.image_size
-    maps = library.similarity_maps(PHRASES, images=pixels)[0]
+    maps = library.similarity_maps(PHRASES, images=pixels, size=(120, 80))[0]
     grid = library.backbone.grid()
     grids = library.similarity_maps(PHRASES, images=pixels, size=(grid, grid))[0]
     probabilities = library.classify(PHRASES, ["{}"], images=pixels)[0]
@@ -125,12 +125,8 @@ def test_ground_peaks_grids_and_overlays(served, http, library, images):
         assert answer["phrase"] == PHRASES[p]
         assert answer["probability"] == pytest.approx(float(probabilities[p]), abs=1e-5)
         assert np.allclose(answer["grid"], grids[p].numpy(), atol=1e-5)
-        row, column = divmod(int(torch.argmax(maps[p])), side)
-        # the original pixel under the peak's model pixel: 80 x 120 image, 64 px model input
-        assert answer["peak"] == {
-            "x": int((column + 0.5) * 80 / side),
-            "y": int((row + 0.5) * 120 / side),
-        }
+        row, column = divmod(int(torch.argmax(maps[p])), 80)  # an 80 x 120 image
+        assert answer["peak"] == {"x": column, "y": row}
         overlay = Image.open(io.BytesIO(base64.b64decode(answer["overlay_png"])))
         assert overlay.format == "PNG" and overlay.size == (80, 120) and overlay.mode == "RGB"
 
@@ -349,3 +345,41 @@ def test_a_new_version_swaps_in_and_a_bad_reference_keeps_the_old(served, http, 
     still = _post(http, served, "/v1/classify", images["png"], findings=FINDINGS).json()
     assert still["model"]["version"] == 2 and still["findings"] == after["findings"]
     swap("tiny@best", lambda info: info["model"]["version"] == 1)
+
+
+def test_the_authors_converted_model_serves_what_the_library_computes(
+    served, http, images, tmp_path
+):
+    """A converted authors' checkpoint, registered as radzero@authors, swapped in: its
+    probabilities and peaks are the library's (their preprocessing, their 4.39 positions)."""
+    from radzero.model.convert import convert_authors
+    from radzero.platform.serve import deploy
+    from tests.authors_checkpoint import write_authors_folder
+
+    url, config, root = served
+    card = convert_authors(write_authors_folder(tmp_path / "authors"), tmp_path / "converted")
+    registry.register(tmp_path / "converted", "radzero", card, root=str(root), aliases=("authors",))
+    deploy(serve_test_config(root, config.port, model="radzero@authors"), RUNTIME_ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while http.get(url + "/v1/model", timeout=30).json()["model"]["name"] != "radzero":
+            assert time.monotonic() < deadline, "no swap to radzero@authors within 60 s"
+            time.sleep(0.5)
+        authors = RadZero.from_pretrained("radzero@authors", registry=str(root)).eval()
+        pixels = load_image(images["png"], authors.preprocess)[None]
+        expected = authors.classify(FINDINGS, images=pixels)[0]
+        body = _post(http, served, "/v1/classify", images["png"], findings=FINDINGS).json()
+        assert [f["probability"] for f in body["findings"]] == pytest.approx(
+            expected.tolist(), abs=1e-5
+        )
+        grounded = _post(http, served, "/v1/ground", images["png"], phrases=PHRASES).json()
+        maps = authors.similarity_maps(PHRASES, images=pixels, size=(120, 80))[0]
+        for p, answer in enumerate(grounded["phrases"]):
+            row, column = divmod(int(torch.argmax(maps[p])), 80)
+            assert answer["peak"] == {"x": column, "y": row}
+    finally:
+        deploy(serve_test_config(root, config.port), RUNTIME_ENV)
+        deadline = time.monotonic() + 60
+        while http.get(url + "/v1/model", timeout=30).json()["model"]["name"] != "tiny":
+            assert time.monotonic() < deadline, "no swap back to tiny@best within 60 s"
+            time.sleep(0.5)

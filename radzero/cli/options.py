@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from radzero.config import load_config, path_fields
+from radzero.config import load_config, path_fields, reference_fields
 
 ROOT_VARIABLE = "RADZERO_ROOT"
 
@@ -59,8 +59,11 @@ def parse_config(
             if getattr(args, option) is not None
         }
         loaded: Any = load_config(config, args.config, args.set, section=section, values=given)
+        references = set(reference_fields(loaded))
         for name in path_fields(loaded):
             value = getattr(loaded, name)
+            if name in references and _is_reference(value):
+                continue  # a registry reference (name@best), not a path
             if isinstance(value, list):
                 setattr(loaded, name, [resolve_path(v) for v in value])
             elif value:
@@ -68,6 +71,12 @@ def parse_config(
     except ValueError as err:
         parser.error(str(err))
     return args, loaded
+
+
+def _is_reference(value: str) -> bool:
+    from radzero.registry import is_reference  # torch and boto3: only when a command runs
+
+    return bool(value) and is_reference(value)
 
 
 def require_options(parser: argparse.ArgumentParser, config: Any, *names: str) -> None:

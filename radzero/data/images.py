@@ -78,6 +78,15 @@ def read_image(
     return np.clip(gray, 0.0, 1.0).astype(np.float32, copy=False)
 
 
+def stretch_contrast(gray: np.ndarray) -> np.ndarray:
+    """``gray`` min-max stretched to the full range [0, 1] (a flat image stays as it is), as
+    the authors' benchmark loader stretched each image before preprocessing."""
+    low, high = float(gray.min()), float(gray.max())
+    if high <= low:
+        return gray
+    return ((gray - low) / (high - low)).astype(np.float32, copy=False)
+
+
 def to_pixels(gray: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     """Backbone input from an (H, W) grey array in [0, 1]: ``cfg(gray)`` (see PreprocessConfig)."""
     return cfg(gray)

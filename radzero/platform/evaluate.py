@@ -24,10 +24,10 @@ import ray
 import torch
 from ray.data.expressions import col
 
-from radzero import storage
-from radzero.config import path_field, to_dict
+from radzero import registry, storage
+from radzero.config import model_field, path_field, to_dict
 from radzero.data import benchmarks
-from radzero.data.images import read_image, to_pixels
+from radzero.data.images import read_image, stretch_contrast, to_pixels
 from radzero.eval import report, scoring
 from radzero.eval.protocol import plan
 from radzero.model import RadZero
@@ -50,10 +50,13 @@ class EvaluateJobConfig:
     every class of the benchmark with positives). ``templates``: the prompts of a class, their
     logits averaged (default: the model's own). The Dice threshold is chosen on
     ``threshold_split``; when the benchmark has none, a seeded ``val_fraction`` of the
-    evaluated images is held out for it.
+    evaluated images is held out for it. ``stretch`` min-max stretches each image to the full
+    grey range before preprocessing, as the authors' benchmark loader did (docs/reproduce.md);
+    it needs ``source: images``.
     """
 
-    model: str = path_field("")
+    model: str = model_field("")
+    registry: str | None = path_field(None)  # for a reference; None: $RADZERO_REGISTRY
     benchmark: str = ""
     root: str = path_field("")
     out: str = path_field("runs/eval")
@@ -70,6 +73,7 @@ class EvaluateJobConfig:
     num_cpus: float = 1.0
     num_gpus: float | None = None
     figure_examples: int = 6
+    stretch: bool = False
     storage: storage.S3Options = field(default_factory=storage.S3Options)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,8 @@ class EvaluateJobConfig:
             raise ValueError(
                 f"config benchmark {self.benchmark!r} is not one of {sorted(benchmarks.READERS)}"
             )
+        if self.stretch and self.source != "images":
+            raise ValueError("config stretch needs source: images (cached tokens are unstretched)")
         if self.source == "features" and not self.features:
             raise ValueError("config source: features needs features (a feature-cache folder)")
         if not 0 < self.val_fraction < 1:
@@ -108,7 +114,10 @@ def evaluate(config: EvaluateJobConfig, training: dict | None = None) -> dict:
         config.classes,
         config.max_images,
     )
-    model = RadZero.from_pretrained(config.model)
+    uri = config.model
+    if registry.is_reference(uri):
+        uri = registry.resolve(uri, config.registry)
+    model = RadZero.from_pretrained(uri)
     templates = list(config.templates or model.config.templates)
     builder = protocol.truth_builder(model.preprocess.image_size, templates[0])
     rows = pd.concat(
@@ -125,7 +134,7 @@ def evaluate(config: EvaluateJobConfig, training: dict | None = None) -> dict:
         len(protocol.classes),
         config.actors,
     )
-    scored = _score(config, model, rows, truths, protocol.classes, templates, builder)
+    scored = _score(config, uri, model, rows, truths, protocol.classes, templates, builder)
     records = rows.join(scored.set_index("position"), on="position")
     records["error"] = records["error"].fillna("not in the feature cache")
     failed = records[records["error"] != ""]
@@ -145,6 +154,7 @@ def evaluate(config: EvaluateJobConfig, training: dict | None = None) -> dict:
     metrics |= {
         "benchmark": config.benchmark,
         "model": config.model,
+        "model_uri": uri,
         "split": config.split,
         "source": config.source,
         "images": len(evaluated),
@@ -187,6 +197,7 @@ def _size(value: object) -> int | None:
 
 def _score(
     config: EvaluateJobConfig,
+    uri: str,
     model: RadZero,
     rows: pd.DataFrame,
     truths: list[dict[str, Any]],
@@ -194,7 +205,8 @@ def _score(
     templates: list[str],
     builder: scoring.TruthBuilder,
 ) -> pd.DataFrame:
-    """One record per scored row (``position``, the scores, ``error``)."""
+    """One record per scored row (``position``, the scores, ``error``); the actors load the
+    model from ``uri``."""
     if config.source == "features":
         cached = _cached_tokens(config, model, list(rows["image"]))
         by_image: dict[str, list[int]] = {}
@@ -206,12 +218,13 @@ def _score(
     scored = cached.map_batches(
         Scorer,
         fn_constructor_kwargs={
-            "model": config.model,
+            "model": uri,
             "classes": classes,
             "templates": templates,
             "builder": to_dict(builder),
             "truths": truths,
             "by_image": by_image,
+            "stretch": config.stretch,
         },
         batch_size=config.batch_size,
         batch_format="pandas",
@@ -258,8 +271,10 @@ class Scorer:
         builder: dict[str, Any],
         truths: list[dict[str, Any]],
         by_image: dict[str, list[int]] | None,
+        stretch: bool = False,
     ) -> None:
         self.device = default_device()
+        self.stretch = stretch
         self.model = RadZero.from_pretrained(model).to(self.device)
         self.classes, self.templates = classes, templates
         self.builder = scoring.TruthBuilder(**builder)
@@ -277,7 +292,9 @@ class Scorer:
                 errors[int(position)] = str(err)
                 continue
             positions.append(int(position))
-            pixels.append(to_pixels(gray, self.model.preprocess))
+            pixels.append(
+                to_pixels(stretch_contrast(gray) if self.stretch else gray, self.model.preprocess)
+            )
             truths.append(self.builder.build(self.truths[int(position)], gray.shape))
         records = self._records(positions, truths, images=torch.stack(pixels) if pixels else None)
         failed = [scoring.empty_record() | {"position": p, "error": e} for p, e in errors.items()]

@@ -60,7 +60,7 @@ class PreprocessJobConfig:
 
     manifest: str = path_field("")
     out: str = path_field("")
-    exclude: list[str] = path_field([])  # noqa: RUF009 (path_field: a default_factory)
+    exclude: list[str] = path_field([])
     resolutions: list[int] = field(default_factory=lambda: [224])
     sentences: Literal["rules", "llm"] = "rules"  # for rows with a report and no sentences
     llm: LLMConfig | None = None
