@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,28 @@ WORDS = [
     *("base", "apex", "upper", "lower", "lobe"),
 ]
 VOCAB = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>", *WORDS, "##s", "##es"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes of a checkpoint in the authors' format (the equations below need TINY)."""
+
+    width: int = WIDTH
+    heads: int = HEADS
+    patch: int = PATCH
+    pretrain_size: int = PRETRAIN_SIZE
+    input_size: int = INPUT_SIZE
+    vision_layers: int = VISION_LAYERS
+    align_layers: int = ALIGN_LAYERS
+    text_layers: int = TEXT_LAYERS
+    text_positions: int = TEXT_POSITIONS
+    vocab_size: int = len(VOCAB)
+    text_intermediate: int = 2 * WIDTH
+
+
+TINY = Sizes()
+# The released model's sizes (docs/reproduce.md): DINOv2-base at 518 px, MPNet-base, 2 layers.
+PAPER = Sizes(768, 12, 14, 224, 518, 12, 2, 12, 514, 30527, 3072)
 # transformers 5 DINOv2 attention names -> 4.x names (the release's)
 _TO_4X = {
     ".attention.q_proj.": ".attention.attention.query.",
@@ -64,33 +87,38 @@ def _as_4x(name: str) -> str:
     return name
 
 
-def write_authors_folder(folder: Path, seed: int = 0, names: str = "4.x") -> Path:
-    """Write the tiny authors'-format checkpoint into ``folder``; ``names`` "5.x" keeps
-    transformers 5's DINOv2 attention names (a folder saved under transformers 5)."""
+def write_authors_folder(
+    folder: Path, seed: int = 0, names: str = "4.x", sizes: Sizes = TINY
+) -> Path:
+    """Write an authors'-format checkpoint of ``sizes`` (default tiny) into ``folder``;
+    ``names`` "5.x" keeps transformers 5's DINOv2 attention names (a folder saved under
+    transformers 5)."""
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     rename = _as_4x if names == "4.x" else (lambda name: name)
     vision_config = transformers.Dinov2Config(
-        hidden_size=WIDTH,
-        num_hidden_layers=VISION_LAYERS,
-        num_attention_heads=HEADS,
+        hidden_size=sizes.width,
+        num_hidden_layers=sizes.vision_layers,
+        num_attention_heads=sizes.heads,
         mlp_ratio=4,
-        patch_size=PATCH,
-        image_size=PRETRAIN_SIZE,
+        patch_size=sizes.patch,
+        image_size=sizes.pretrain_size,
     )
     align_config = transformers.Dinov2Config(
-        hidden_size=WIDTH, num_hidden_layers=ALIGN_LAYERS, num_attention_heads=HEADS
+        hidden_size=sizes.width,
+        num_hidden_layers=sizes.align_layers,
+        num_attention_heads=sizes.heads,
     )
     tensors: dict[str, torch.Tensor] = {}
     vision = _randomised(transformers.Dinov2Model(vision_config).state_dict(), generator)
     tensors |= {f"vision_model.{rename(k)}": v for k, v in vision.items()}
     text_config = transformers.MPNetConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=WIDTH,
-        num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=2 * WIDTH,
-        max_position_embeddings=TEXT_POSITIONS,
+        vocab_size=sizes.vocab_size,
+        hidden_size=sizes.width,
+        num_hidden_layers=sizes.text_layers,
+        num_attention_heads=sizes.heads,
+        intermediate_size=sizes.text_intermediate,
+        max_position_embeddings=sizes.text_positions,
     )
     text = _randomised(transformers.MPNetModel(text_config).state_dict(), generator)
     tensors |= {f"text_model.{k}": v for k, v in text.items()}
@@ -100,9 +128,11 @@ def write_authors_folder(folder: Path, seed: int = 0, names: str = "4.x") -> Pat
         tensors |= {prefix + rename("." + k)[1:]: v for k, v in state.items()}
     tensors["loss_fns.RadZeroLoss.loss_temperature"] = torch.tensor([LOG_TAU])
     tensors["loss_fns.RadZeroLoss.layer_norm.weight"] = 1 + 0.2 * torch.randn(
-        WIDTH, generator=generator
+        sizes.width, generator=generator
     )
-    tensors["loss_fns.RadZeroLoss.layer_norm.bias"] = 0.2 * torch.randn(WIDTH, generator=generator)
+    tensors["loss_fns.RadZeroLoss.layer_norm.bias"] = 0.2 * torch.randn(
+        sizes.width, generator=generator
+    )
     save_file(
         {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
         folder / "model.safetensors",
@@ -114,14 +144,14 @@ def write_authors_folder(folder: Path, seed: int = 0, names: str = "4.x") -> Pat
             "sim_op": "cos",
             "loss_temperature": 0.07,
             "attn_temperature": None,
-            "hidden_dim": WIDTH,
+            "hidden_dim": sizes.width,
             "text_features_l2_norm": False,
             "multi_positive": True,
         },
     }
     module_to_update = ["align_transformer", "text_model", "loss_fns"]
     vision_dump = vision_config.to_dict() | {
-        "img_size": INPUT_SIZE,
+        "img_size": sizes.input_size,
         "pretrained_name_or_path": "StanfordAIMI/dinov2-base-xray-224",
         "model_type": "",
     }
@@ -150,7 +180,8 @@ def write_authors_folder(folder: Path, seed: int = 0, names: str = "4.x") -> Pat
         "transformers_version": "4.39.3",
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    vocab = VOCAB + [f"word{i}" for i in range(sizes.vocab_size - len(VOCAB))]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = transformers.MPNetTokenizer(vocab=str(folder / "vocab.txt"))
     tokenizer.save_pretrained(folder)
     special = {
@@ -173,7 +204,7 @@ def write_authors_folder(folder: Path, seed: int = 0, names: str = "4.x") -> Pat
         "image_std": list(STD),
         "resample": 3,
         "rescale_factor": 1 / 255,
-        "size": {"height": INPUT_SIZE, "width": INPUT_SIZE},
+        "size": {"height": sizes.input_size, "width": sizes.input_size},
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     return folder
