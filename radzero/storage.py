@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,14 +178,15 @@ def list_files(uri: str | os.PathLike, suffix: str = "") -> list[str]:
     )
 
 
-def folder_files(uri: str | os.PathLike) -> dict[str, int]:
-    """{name relative to the folder ("/"-separated): size in bytes} of every file under it,
-    sorted by name; empty when the folder is absent."""
+def folder_files(uri: str | os.PathLike) -> dict[str, str]:
+    """{name relative to the folder ("/"-separated): "<size> <modification time>"} of every
+    file under it, sorted by name (a replaced file changes its entry); empty when the folder
+    is absent."""
     fs, path = resolve(uri)
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     infos = with_retries(lambda: fs.get_file_info(selector), f"list {uri}")
     files = {
-        posixpath.relpath(info.path, path): info.size
+        posixpath.relpath(info.path, path): f"{info.size} {info.mtime_ns}"
         for info in infos
         if info.type == pafs.FileType.File
     }
@@ -197,7 +200,7 @@ _COPIED = ".radzero-copied"
 def local_folder(uri: str | os.PathLike) -> str:
     """A local folder holding what ``uri`` holds: ``uri`` itself when it is local; for an S3
     prefix, a copy under ``$RADZERO_CACHE`` (default ``~/.cache/radzero``) that is downloaded
-    once and again only when the prefix's files (names and sizes) change.
+    once and again only when the prefix's files (names, sizes, modification times) change.
 
     For libraries that read only local files (transformers, sentence-transformers).
     """
@@ -209,11 +212,28 @@ def local_folder(uri: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{uri} holds no files")
     cache = Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
     target = cache / "s3" / resolve(uri)[1]
-    listing = "\n".join(f"{size} {name}" for name, size in files.items())
-    marker = target / _COPIED
-    if marker.is_file() and marker.read_text() == listing:
+    listing = "\n".join(f"{stamp} {name}" for name, stamp in files.items())
+    if _copied(target, listing):
         return str(target)
+    # Downloaded beside the target and renamed into place, so that processes copying the
+    # same folder at once (Ray actors on one node) never read a half-written copy.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
     for name in files:
-        write_bytes(target / name, read_bytes(join(uri, name)))
-    marker.write_text(listing)  # last: a copy interrupted half-way is downloaded again
+        write_bytes(staging / name, read_bytes(join(uri, name)))
+    (staging / _COPIED).write_text(listing)
+    try:
+        os.rename(staging, target)
+    except OSError:  # a copy is there: another process's, or one of an older listing
+        if not _copied(target, listing):
+            stale = Path(tempfile.mkdtemp(prefix=f"{target.name}.stale.", dir=target.parent))
+            os.rename(target, stale / "copy")
+            os.rename(staging, target)
+            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def _copied(folder: Path, listing: str) -> bool:
+    marker = folder / _COPIED
+    return marker.is_file() and marker.read_text() == listing

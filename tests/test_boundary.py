@@ -27,6 +27,7 @@ WITHOUT_RAY = (
     "radzero.inference",
     "radzero.cli.options",  # a command's arguments are checked before Ray starts
     "radzero.cli.phantom",
+    "radzero.cli.convert_authors",
 )
 
 _IMPORT_ALL = """

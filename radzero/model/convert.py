@@ -18,6 +18,7 @@ temperature, transformers 4.39's position-embedding interpolation and their prep
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -152,19 +153,22 @@ def from_authors(folder: str | os.PathLike, cache: str | os.PathLike | None = No
     """A :class:`RadZero` holding the authors' released weights from their checkpoint folder.
 
     The folder is converted once (:func:`convert_authors`) into ``cache`` (default
-    ``$RADZERO_CACHE/converted`` or ``~/.cache/radzero/converted``), keyed by its files' names
-    and sizes, so the model refers to real folders and loads again without converting.
+    ``$RADZERO_CACHE/converted`` or ``~/.cache/radzero/converted``), keyed by its files'
+    names, sizes and modification times, so the model refers to real folders and loads again
+    without converting. The conversion is renamed into place whole, so processes converting
+    the same folder at once never load a half-written one.
     """
     files = storage.folder_files(folder)
     key = hashlib.sha256(json.dumps([CONVERTER_VERSION, files]).encode()).hexdigest()[:16]
-    root = Path(
-        cache
-        or Path(os.environ.get(storage.CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
-        / "converted"
-    )
+    default = Path(os.environ.get(storage.CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
+    root = Path(cache) if cache else default / "converted"
     target = root / key
     if not (target / CONFIG_NAME).is_file():
-        convert_authors(folder, target)
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{key}.", dir=root) as staging:
+            convert_authors(folder, Path(staging) / "model")
+            with contextlib.suppress(OSError):  # another process's conversion is there
+                os.rename(Path(staging) / "model", target)
     return RadZero.from_pretrained(target)
 
 
