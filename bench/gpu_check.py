@@ -334,6 +334,7 @@ def train_step_part(args: argparse.Namespace) -> dict[str, Any]:
     from radzero.model.training import (
         Batch,
         TrainConfig,
+        autocast_dtype,
         build_optimizer,
         cosine_schedule,
         select_sentences,
@@ -352,7 +353,7 @@ def train_step_part(args: argparse.Namespace) -> dict[str, Any]:
     tokens = 1 + model.backbone.grid() ** 2
     features = torch.randn(args.train_batch, tokens, model.backbone.hidden_size, device=device)
     batch = Batch(sentences, owner, features=features)
-    autocast = torch.bfloat16 if device.type == "cuda" else None  # as the Ray Train worker does
+    autocast = autocast_dtype(config, device)  # as the Ray Train worker decides it
 
     def step() -> dict[str, float]:
         return train_step(model, batch, optimizer, scheduler, config, autocast)
