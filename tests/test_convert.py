@@ -249,8 +249,16 @@ def test_the_command_reports_a_refusal_and_writes_nothing(tmp_path, capsys) -> N
     folder = write_authors_folder(tmp_path / "authors")
     _edit_config(folder, lambda c: c["loss"]["RadZeroLoss"].update(sim_op="dot"))
     assert cli.main(["convert-authors", str(folder), str(tmp_path / "out")]) == 1
-    assert "sim_op='dot' has no equivalent here" in capsys.readouterr().out
+    assert "sim_op='dot' has no equivalent here" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_occupied_target_is_refused_and_kept(authors: Path, tmp_path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="already holds files"):
+        convert_authors(authors, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
 def test_on_s3_converted_registered_and_loaded_offline(

@@ -13,6 +13,7 @@ is written. See docs/reproduce.md.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 
 from radzero.cli.options import command_parser, parse_config, require_options
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         card = convert_authors(config.source, config.target)
     except (CheckpointError, FileNotFoundError) as err:
-        print(f"radzero convert-authors: {err}")
+        print(f"radzero convert-authors: {err}", file=sys.stderr)
         return 1
     print(f"convert-authors: {config.source} -> {config.target}")
     print(json.dumps(card["parameters"]))
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 config.target, config.register, card, config.registry, config.aliases
             )
         except ValueError as err:
-            print(f"radzero convert-authors: registering failed: {err}")
+            print(f"radzero convert-authors: registering failed: {err}", file=sys.stderr)
             return 1
         aliases = ", ".join(f"{config.register}@{alias}" for alias in config.aliases)
         print(f"registered {config.register}@{version} ({aliases})")

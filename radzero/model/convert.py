@@ -116,8 +116,11 @@ def convert_authors(source: str | os.PathLike, target: str | os.PathLike) -> dic
     ``target`` (local or ``s3://``), with ``card.json`` naming the source; returns the card.
 
     Every tensor is mapped or the conversion fails (:class:`CheckpointError`) before anything
-    is written to ``target``. The result loads with :meth:`RadZero.from_pretrained`.
+    is written to ``target``, which must be empty or absent. The result loads with
+    :meth:`RadZero.from_pretrained`.
     """
+    if storage.folder_files(target):
+        raise CheckpointError(f"{target} already holds files: convert into an empty folder")
     source_dir = Path(storage.local_folder(source))
     config = _read_json(source_dir / CONFIG_NAME)
     tensors = _read_tensors(source_dir)
