@@ -277,3 +277,14 @@ def test_on_s3_converted_registered_and_loaded_offline(
     root = f"s3://{s3_bucket}/registry"
     assert registry.register(target, "radzero", card, root=root, aliases=("authors",)) == 1
     assert _same_weights(RadZero.from_pretrained("radzero@authors", registry=root), on_s3)
+
+
+def test_a_feature_cache_of_the_4_39_positions_has_its_own_name() -> None:
+    from radzero.model.config import VisionConfig
+    from radzero.platform.features import backbone_name
+
+    hf = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4}
+    plain = backbone_name(VisionConfig(hf_config=hf))
+    legacy = backbone_name(VisionConfig(hf_config=hf, position_interpolation="scale_factor"))
+    assert legacy == plain + "-positions-scale_factor"
+    assert backbone_name(VisionConfig(checkpoint="org/dinov2")) == "org--dinov2"

@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from radzero import storage
 from radzero.cli.options import command_parser, parse_config, require_options
 from radzero.config import path_field
 
@@ -29,6 +30,7 @@ class ConvertJobConfig:
     register: str | None = None  # a registry name; None: not registered
     registry: str | None = path_field(None)  # None: $RADZERO_REGISTRY
     aliases: list[str] = field(default_factory=lambda: ["authors"])
+    storage: storage.S3Options = field(default_factory=storage.S3Options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         parser, ConvertJobConfig, argv, "convert-authors", options | {"registry": "registry"}
     )
     require_options(parser, config, "source", "target")
+    config.storage.apply()
     from radzero import registry
     from radzero.model.convert import CheckpointError, convert_authors
 

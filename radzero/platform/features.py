@@ -67,11 +67,17 @@ class FeaturesJobConfig:
 
 
 def backbone_name(vision: VisionConfig) -> str:
-    """A filesystem-safe name: the checkpoint id, or ``random-<hash>`` for a seeded tiny config."""
+    """A filesystem-safe name: the checkpoint id, or ``random-<hash>`` for a seeded tiny config;
+    ``-positions-scale_factor`` appended for transformers 4.39's position interpolation, whose
+    tokens differ (so a cache, and the training and evaluation that read it, never mix them)."""
     if vision.checkpoint:
-        return vision.checkpoint.strip("/").replace("/", "--")
-    spec = json.dumps({"hf_config": vision.hf_config, "seed": vision.seed}, sort_keys=True)
-    return "random-" + fingerprint(spec, length=10)
+        name = vision.checkpoint.strip("/").replace("/", "--")
+    else:
+        spec = json.dumps({"hf_config": vision.hf_config, "seed": vision.seed}, sort_keys=True)
+        name = "random-" + fingerprint(spec, length=10)
+    if vision.position_interpolation != "size":
+        name += f"-positions-{vision.position_interpolation}"
+    return name
 
 
 def cache_location(prepared: str, out: str, vision: VisionConfig, resolution: int) -> str:
