@@ -210,8 +210,7 @@ def local_folder(uri: str | os.PathLike) -> str:
     files = folder_files(uri)
     if not files:
         raise FileNotFoundError(f"{uri} holds no files")
-    cache = Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
-    target = cache / "s3" / resolve(uri)[1]
+    target = cache_root() / "s3" / resolve(uri)[1]
     listing = "\n".join(f"{stamp} {name}" for name, stamp in files.items())
     if _copied(target, listing):
         return str(target)
@@ -232,6 +231,11 @@ def local_folder(uri: str | os.PathLike) -> str:
             shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def cache_root() -> Path:
+    """This machine's cache of radzero: ``$RADZERO_CACHE``, default ``~/.cache/radzero``."""
+    return Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
 
 
 def _copied(folder: Path, listing: str) -> bool:

@@ -129,6 +129,15 @@ REFUSALS = {
         lambda f: _edit_tensors(f, lambda t: t.update(extra=torch.zeros(2, dtype=torch.bfloat16))),
         "unexpected tensors: ['extra']",
     ),
+    "unexpected loss tensor": (
+        lambda f: _edit_tensors(
+            f,
+            lambda t: t.update(
+                {"loss_fns.RadZeroLoss.layer_norm.scale": torch.ones(1, dtype=torch.bfloat16)}
+            ),
+        ),
+        "unexpected tensors: ['loss_fns.RadZeroLoss.layer_norm.scale']",
+    ),
     "missing vision tensor": (
         lambda f: _edit_tensors(
             f, lambda t: t.pop("vision_model.encoder.layer.1.attention.attention.key.weight")

@@ -36,10 +36,10 @@ from safetensors.torch import load_file, save_file
 from radzero import storage
 from radzero.model.config import CONFIG_NAME, FORMAT_VERSION
 from radzero.model.preprocess import PreprocessConfig
-from radzero.model.radzero import WEIGHTS_NAME, RadZero, copy_pretrained
+from radzero.model.radzero import WEIGHTS_NAME, RadZero, copy_pretrained, state_mismatch
+from radzero.registry import CARD_NAME
 
 ARCHITECTURE = "CxrAlignModel"
-CARD_NAME = "card.json"
 CONVERTER_VERSION = 1  # part of from_authors' cache key: a changed mapping converts again
 BACKBONE_FOLDER, TEXT_FOLDER = "backbone", "text"
 TOKENIZER_FILES = (
@@ -163,8 +163,7 @@ def from_authors(folder: str | os.PathLike, cache: str | os.PathLike | None = No
     """
     files = storage.folder_files(folder)
     key = hashlib.sha256(json.dumps([CONVERTER_VERSION, files]).encode()).hexdigest()[:16]
-    default = Path(os.environ.get(storage.CACHE_VARIABLE) or Path.home() / ".cache" / "radzero")
-    root = Path(cache) if cache else default / "converted"
+    root = Path(cache) if cache else storage.cache_root() / "converted"
     target = root / key
     if not (target / CONFIG_NAME).is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -227,10 +226,11 @@ def _plan(
             f"compute_logits_type {config['compute_logits_type']!r} has no equivalent here "
             "(only 'radzero': VL-CABS)"
         )
+    own = {_TEMPERATURE, _SHARED_NORM + "weight", _SHARED_NORM + "bias"}
     unexpected = sorted(
         name
         for name in tensors
-        if not name.startswith((_VISION, _TEXT, _ALIGN, _SHARED_NORM)) and name != _TEMPERATURE
+        if not name.startswith((_VISION, _TEXT, _ALIGN)) and name not in own
     )
     if unexpected:
         raise CheckpointError(f"{len(unexpected)} unexpected tensors: {unexpected[:5]}")
@@ -438,19 +438,9 @@ def _parameter_counts(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
 # -- writing ----------------------------------------------------------------------------------
 def _strict_load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``module`` or name every missing, unexpected and misshapen tensor."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{name} {tuple(state[name].shape)} != {tuple(value.shape)}"
-        for name, value in expected.items()
-        if name in state and state[name].shape != value.shape
-    )
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{what} does not match its config: {len(missing)} missing {missing[:3]}, "
-            f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} misshapen {wrong[:3]}"
-        )
+    mismatch = state_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{what} does not match its config: {mismatch}")
     module.load_state_dict(state, strict=True)
 
 

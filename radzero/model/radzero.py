@@ -210,21 +210,30 @@ class RadZero(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "") -> None:
         """Load trainable weights, with a clear error when they don't match the config."""
-        expected = self.trainable_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(
-            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and state[k].shape != v.shape
-        )
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"checkpoint {source} does not match its config: "
-                f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected "
-                f"{unexpected[:3]}, {len(wrong)} with wrong shapes {wrong[:3]}"
-            )
+        mismatch = state_mismatch(self.trainable_state_dict(), state)
+        if mismatch:
+            raise ValueError(f"checkpoint {source} does not match its config: {mismatch}")
         self.load_state_dict(state, strict=False)
+
+
+def state_mismatch(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> str | None:
+    """What keeps ``state`` from loading where ``expected`` is (the missing, unexpected and
+    misshapen tensors, a few of each named), or None when it fits exactly."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    )
+    if not (missing or unexpected or wrong):
+        return None
+    return (
+        f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected "
+        f"{unexpected[:3]}, {len(wrong)} with wrong shapes {wrong[:3]}"
+    )
 
 
 def patch_scores_to_maps(scores: torch.Tensor, has_cls: bool, size: Sequence[int]) -> torch.Tensor:
